@@ -1,0 +1,186 @@
+"""The ResNeSt bottleneck block."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_conv_layer, build_norm_layer, build_plugin_layer
+from mmengine.model import BaseModule
+
+from .split_attention import SplitAttentionConv2d
+
+
+class ResNeStBottleneck(BaseModule):
+    """Bottleneck whose 3x3 convolution is a split-attention convolution.
+
+    ``(B, inplanes, H, W) -> (B, 4 * planes, H / stride, W / stride)``, with
+    each stride-2 step giving ``ceil(size / 2)`` on odd sizes. Inside:
+    1x1 conv to ``width`` -> split-attention 3x3 -> 1x1 conv to ``4 * planes``,
+    plus the (optionally downsampled) identity.
+
+    ``width`` is ``planes`` when ``groups == 1`` and
+    ``floor(planes * base_width / base_channels) * groups`` otherwise, as
+    upstream (this gives the authors' ablation widths, e.g. 2x40d).
+
+    The stride sits in a 3x3 average pool ("avd") when ``avg_down_stride`` is
+    set, after the split-attention conv, or before it with ``avd_first`` (the
+    authors' "fast" variants); otherwise in the conv itself (``style='pytorch'``)
+    or in the first 1x1 conv (``style='caffe'``).
+
+    Args:
+        inplanes (int): Input channels.
+        planes (int): Base width of the block; output has ``4 * planes``.
+        stride (int): Stride of the block.
+        dilation (int): Dilation of the 3x3 convolution.
+        downsample (nn.Module, optional): Shortcut projection.
+        style (str): ``'pytorch'`` or ``'caffe'``.
+        with_cp (bool): Recompute the block in backward instead of storing
+            its activations.
+        conv_cfg, norm_cfg, dcn: Layer configs as in mmcv.
+        plugins (list[dict], optional): mmcv plugins, each with ``cfg`` and
+            ``position`` in ``after_conv1|after_conv2|after_conv3``.
+        groups (int): Cardinality.
+        base_width (int): Width per group when ``groups > 1``.
+        base_channels (int): Channels of the first stage, for ``width``.
+        radix (int): Splits per cardinal group.
+        reduction_factor (int): Divisor of the attention width.
+        avg_down_stride (bool): Put the stride in an average pool.
+        avd_first (bool): Put that pool before the split-attention conv.
+        init_cfg (dict | list[dict], optional): Initialisation config.
+    """
+    expansion = 4
+
+    def __init__(self,
+                 inplanes,
+                 planes,
+                 stride=1,
+                 dilation=1,
+                 downsample=None,
+                 style='pytorch',
+                 with_cp=False,
+                 conv_cfg=None,
+                 norm_cfg=dict(type='BN'),
+                 dcn=None,
+                 plugins=None,
+                 groups=1,
+                 base_width=4,
+                 base_channels=64,
+                 radix=2,
+                 reduction_factor=4,
+                 avg_down_stride=True,
+                 avd_first=False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if style not in ('pytorch', 'caffe'):
+            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+        self.inplanes = inplanes
+        self.planes = planes
+        self.stride = stride
+        self.dilation = dilation
+        self.style = style
+        self.with_cp = with_cp
+        self.conv_cfg = conv_cfg
+        self.norm_cfg = norm_cfg
+        self.dcn = dcn
+        self.with_dcn = dcn is not None
+        self.conv1_stride, self.conv2_stride = (
+            (1, stride) if style == 'pytorch' else (stride, 1))
+        self.avg_down_stride = avg_down_stride and self.conv2_stride > 1
+        self.avd_first = avd_first
+        width = planes if groups == 1 else math.floor(
+            planes * base_width / base_channels) * groups
+
+        self.conv1 = build_conv_layer(
+            conv_cfg, inplanes, width, 1, stride=self.conv1_stride, bias=False)
+        self.norm1_name, norm1 = build_norm_layer(norm_cfg, width, postfix=1)
+        self.add_module(self.norm1_name, norm1)
+        self.conv2 = SplitAttentionConv2d(
+            width,
+            width,
+            kernel_size=3,
+            stride=1 if self.avg_down_stride else self.conv2_stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=groups,
+            radix=radix,
+            reduction_factor=reduction_factor,
+            conv_cfg=conv_cfg,
+            norm_cfg=norm_cfg,
+            dcn=dcn)
+        self.conv3 = build_conv_layer(
+            conv_cfg, width, planes * self.expansion, 1, bias=False)
+        self.norm3_name, norm3 = build_norm_layer(
+            norm_cfg, planes * self.expansion, postfix=3)
+        self.add_module(self.norm3_name, norm3)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        if self.avg_down_stride:
+            self.avd_layer = nn.AvgPool2d(3, self.conv2_stride, padding=1)
+
+        self.plugin_names = {}
+        for plugin in plugins or ():
+            if plugin['position'] not in _PLUGIN_POSITIONS:
+                raise ValueError(f"plugin position must be one of "
+                                 f"{_PLUGIN_POSITIONS}, got {plugin['position']!r}")
+        for position in _PLUGIN_POSITIONS:
+            cfgs = [p['cfg'] for p in plugins or () if p['position'] == position]
+            in_channels = planes * self.expansion if position == 'after_conv3' else width
+            self.plugin_names[position] = self._make_plugins(in_channels, cfgs)
+
+    @property
+    def with_plugins(self):
+        return any(self.plugin_names.values())
+
+    @property
+    def norm1(self):
+        """nn.Module: the norm after ``conv1``."""
+        return getattr(self, self.norm1_name)
+
+    @property
+    def norm3(self):
+        """nn.Module: the last norm of the residual branch (zero-initialised by ``zero_init_residual``)."""
+        return getattr(self, self.norm3_name)
+
+    def _make_plugins(self, in_channels, cfgs):
+        names = []
+        for cfg in cfgs:
+            cfg = dict(cfg)
+            name, layer = build_plugin_layer(
+                cfg, in_channels=in_channels, postfix=cfg.pop('postfix', ''))
+            if hasattr(self, name):
+                raise ValueError(f'duplicate plugin {name}: give each a distinct postfix')
+            self.add_module(name, layer)
+            names.append(name)
+        return names
+
+    def _run_plugins(self, x, position):
+        for name in self.plugin_names[position]:
+            x = getattr(self, name)(x)
+        return x
+
+    def _residual(self, x):
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self._run_plugins(out, 'after_conv1')
+        if self.avg_down_stride and self.avd_first:
+            out = self.avd_layer(out)
+        out = self.conv2(out)
+        if self.avg_down_stride and not self.avd_first:
+            out = self.avd_layer(out)
+        out = self._run_plugins(out, 'after_conv2')
+        out = self.norm3(self.conv3(out))
+        out = self._run_plugins(out, 'after_conv3')
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+    def forward(self, x):
+        """(B, inplanes, H, W) -> (B, 4 * planes, H', W')."""
+        if self.with_cp and torch.is_grad_enabled():
+            # Non-reentrant checkpointing also saves memory when x needs no
+            # grad (stages after frozen ones), where upstream skips it.
+            out = cp.checkpoint(self._residual, x, use_reentrant=False)
+        else:
+            out = self._residual(x)
+        return self.relu(out)
+
+
+_PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')

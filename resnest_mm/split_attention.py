@@ -1,0 +1,146 @@
+"""Split-attention convolution, the core of ResNeSt (Zhang et al. 2020, Sec. 3)."""
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_conv_layer, build_norm_layer
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class SplitAttentionConv2d(BaseModule):
+    """Split-attention convolution in radix-major layout.
+
+    One grouped convolution (``groups = cardinality * radix``) makes ``R = radix``
+    splits of ``C = channels`` channels, stored radix-major as ``(B, R*C, H, W)``.
+    The splits are summed and pooled to ``(B, C, 1, 1)``, sent through two grouped
+    1x1 "fc" convolutions (``groups = cardinality``, width
+    ``max(in_channels * R // reduction_factor, 32)``), and the cardinal-major
+    logits ``(B, R*C, 1, 1)`` are normalised across the R splits (softmax, or a
+    sigmoid when ``R == 1``). The output ``(B, C, H, W)`` is the attention-weighted
+    sum of the splits.
+
+    Two things differ from the upstream code and give the same function:
+    pooling is linear, so each split is pooled and the pooled vectors are summed,
+    instead of building a summed ``(B, C, H, W)`` map only to pool it; and the
+    weighted sum accumulates split by split, never holding a ``(B, R, C, H, W)``
+    product. Neither needs a contiguous copy, so channels_last input stays so.
+
+    Batch size 1 in training: the attention norm sees one value per channel,
+    which has no batch statistics (BatchNorm raises there, upstream and in the
+    authors' code). A plain BatchNorm then normalises with its running
+    statistics and leaves them untouched for that step; its affine parameters
+    still learn. SyncBN across several processes, and other norms, run as usual.
+
+    Args:
+        in_channels (int): Input channels.
+        channels (int): Output channels ``C`` of each split.
+        kernel_size, stride, padding, dilation: As in ``nn.Conv2d``.
+        groups (int): Cardinality ``K``; ``channels`` must divide by it.
+        radix (int): Number of splits ``R`` per cardinal group, at least 1.
+        reduction_factor (int): Divisor of the attention width.
+        conv_cfg (dict, optional): Config of the split convolution.
+        norm_cfg (dict): Config of both norms.
+        dcn (dict, optional): Deformable conv config used for the split
+            convolution instead of ``conv_cfg``.
+        init_cfg (dict | list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels,
+                 channels,
+                 kernel_size,
+                 stride=1,
+                 padding=0,
+                 dilation=1,
+                 groups=1,
+                 radix=2,
+                 reduction_factor=4,
+                 conv_cfg=None,
+                 norm_cfg=dict(type='BN'),
+                 dcn=None,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if radix < 1:
+            raise ValueError(f'radix must be >= 1, got {radix}')
+        if channels % groups:
+            raise ValueError(
+                f'channels ({channels}) must be divisible by groups ({groups})')
+        inter_channels = max(in_channels * radix // reduction_factor, 32)
+        self.radix = radix
+        self.groups = groups
+        self.channels = channels
+        self.with_dcn = dcn is not None
+        if self.with_dcn:
+            dcn = dict(dcn)  # upstream pops from the shared dict, so only its first block saw the key
+            if not dcn.pop('fallback_on_stride', False):
+                if conv_cfg is not None:
+                    raise ValueError('conv_cfg must be None when dcn is set')
+                conv_cfg = dcn
+        self.conv = build_conv_layer(
+            conv_cfg,
+            in_channels,
+            channels * radix,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups * radix,
+            bias=False)
+        # postfix 0 keeps the authors' and upstream's key "bn0"
+        self.norm0_name, norm0 = build_norm_layer(
+            norm_cfg, channels * radix, postfix=0)
+        self.add_module(self.norm0_name, norm0)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc1 = build_conv_layer(
+            None, channels, inter_channels, 1, groups=groups)
+        self.norm1_name, norm1 = build_norm_layer(
+            norm_cfg, inter_channels, postfix=1)
+        self.add_module(self.norm1_name, norm1)
+        self.fc2 = build_conv_layer(
+            None, inter_channels, channels * radix, 1, groups=groups)
+
+    @property
+    def norm0(self):
+        """nn.Module: the norm after the split convolution."""
+        return getattr(self, self.norm0_name)
+
+    @property
+    def norm1(self):
+        """nn.Module: the norm inside the attention MLP."""
+        return getattr(self, self.norm1_name)
+
+    def _attention_norm(self, x):
+        """Apply ``norm1`` to ``(B, D, 1, 1)``, using running stats where B == 1 in training."""
+        norm = self.norm1
+        if (self.training and x.size(0) == 1 and isinstance(norm, _BatchNorm)
+                and norm.running_mean is not None
+                and not _syncs_across_processes(norm)):
+            return F.batch_norm(x, norm.running_mean, norm.running_var,
+                                norm.weight, norm.bias, False, 0.0, norm.eps)
+        return norm(x)
+
+    def forward(self, x):
+        """(B, in_channels, H, W) -> (B, channels, H', W')."""
+        x = self.relu(self.norm0(self.conv(x)))
+        batch = x.size(0)
+        splits = x.unflatten(1, (self.radix, self.channels))  # (B, R, C, H', W') view
+        gap = F.adaptive_avg_pool2d(x, 1).view(batch, self.radix,
+                                               self.channels, 1, 1).sum(1)
+        gap = self.relu(self._attention_norm(self.fc1(gap)))
+        logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
+        if self.radix > 1:
+            atten = logits.view(batch, self.groups, self.radix, -1).softmax(2)
+            atten = atten.transpose(1, 2).reshape(batch, self.radix,
+                                                  self.channels, 1, 1)
+        else:
+            atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
+        out = splits[:, 0] * atten[:, 0]
+        for r in range(1, self.radix):
+            out = out.addcmul_(splits[:, r], atten[:, r])
+        return out
+
+
+def _syncs_across_processes(norm):
+    """Whether a SyncBatchNorm will gather statistics from other processes."""
+    return (isinstance(norm, nn.SyncBatchNorm) and dist.is_available()
+            and dist.is_initialized() and dist.get_world_size() > 1)
