@@ -9,6 +9,8 @@ from mmengine.model import BaseModule
 
 from .split_attention import SplitAttentionConv2d
 
+_PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
+
 
 class ResNeStBottleneck(BaseModule):
     """Bottleneck whose 3x3 convolution is a split-attention convolution.
@@ -128,10 +130,6 @@ class ResNeStBottleneck(BaseModule):
             self.plugin_names[position] = self._make_plugins(in_channels, cfgs)
 
     @property
-    def with_plugins(self):
-        return any(self.plugin_names.values())
-
-    @property
     def norm1(self):
         """nn.Module: the norm after ``conv1``."""
         return getattr(self, self.norm1_name)
@@ -181,6 +179,3 @@ class ResNeStBottleneck(BaseModule):
         else:
             out = self._residual(x)
         return self.relu(out)
-
-
-_PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
