@@ -17,5 +17,5 @@ setup(
         'ftfy',  # imported by mmseg 1.2.2 without being declared
         'regex',  # likewise
     ],
-    extras_require={'tests': ['pytest', 'resnest==0.0.5']},
+    extras_require={'tests': ['pytest', 'resnest==0.0.5', 'mmpretrain==1.2.0']},
 )

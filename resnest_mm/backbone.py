@@ -4,7 +4,7 @@ import warnings
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_conv_layer, build_norm_layer
-from mmengine.model import BaseModule, Sequential
+from mmengine.model import BaseModule, PretrainedInit, Sequential
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .bottleneck import ResNeStBottleneck
@@ -317,6 +317,30 @@ class ResNeSt(BaseModule):
             self.add_module(self.norm1_name, norm1)
             self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def init_weights(self):
+        """Initialise as ``init_cfg`` says; ``Pretrained`` loads through :mod:`resnest_mm.weights`.
+
+        mmengine's ``PretrainedInit`` loads with ``strict=False`` and only logs
+        mismatched keys, so weights in another layout would leave the backbone
+        at its random initialisation. :func:`~resnest_mm.weights.load_pretrained`
+        converts any known layout, checks the architecture and refuses missing
+        weights. Other entries (e.g. ``Kaiming``) still run first.
+        """
+        from .weights import load_pretrained  # weights.py imports this module
+
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = [c for c in cfgs if c and c['type'] in ('Pretrained', PretrainedInit)]
+        if self.is_init or not pretrained:
+            return super().init_weights()
+        init_cfg, self.init_cfg = self.init_cfg, [c for c in cfgs if c not in pretrained]
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = init_cfg
+        for cfg in pretrained:
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                            map_location=cfg.get('map_location', 'cpu'))
 
     def _freeze_stages(self):
         if self.frozen_stages >= 0:
