@@ -1,0 +1,77 @@
+"""Evaluate a checkpoint of a detector or a segmentor; the task is read from the config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+                         [--show-dir DIR] [--show] [--cfg-options k=v ...]
+                         [--launcher none|pytorch|slurm]
+
+``--out``: detection dumps predictions to a .pkl file (as mmdet); segmentation
+writes predicted label maps to that folder (as mmseg). ``--show-dir``: painted
+predictions, next to the ground truth, under the run's log folder.
+"""
+import argparse
+import os
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
+from resnest_mm.dataset_checks import check_datasets
+from resnest_mm.runner_setup import (add_common_args, load_config, parse_args,
+                                     setup_distributed, task_of)
+
+
+def get_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the metrics')
+    parser.add_argument('--out', help='detection: .pkl of predictions; '
+                        'segmentation: folder for predicted label maps')
+    parser.add_argument('--show', action='store_true', help='show predictions')
+    parser.add_argument('--show-dir', help='folder for painted predictions')
+    parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    add_common_args(parser)
+    return parse_args(parser)
+
+
+def enable_visualization(cfg, args, task):
+    """Turn on the visualization hook, as mmdet's and mmseg's test tools do."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need a visualization hook in '
+                         'default_hooks (the mmdet and mmseg bases have one)')
+    hook['draw'] = True
+    if args.show:
+        hook['show'], hook['wait_time'] = True, args.wait_time
+    if args.show_dir:
+        if task == 'detection':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def main():
+    args = get_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    task = task_of(cfg)
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    check_datasets(cfg, splits=('test', ))
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args, task)
+    if args.out and task == 'segmentation':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if args.out and task == 'detection' and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
+    setup_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out and task == 'detection':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,64 @@
+"""Train a detector or a segmentor; the task is read from the config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--auto-scale-lr] [--cfg-options k=v ...]
+                          [--launcher none|pytorch|slurm]
+
+The flags are mmdet's and mmseg's. Distributed runs start through
+tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
+"""
+import argparse
+import os
+
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
+from resnest_mm.dataset_checks import check_datasets
+from resnest_mm.runner_setup import (add_common_args, latest_checkpoint, load_config,
+                                     parse_args, setup_distributed)
+
+
+def get_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint, or without a path from '
+                        'the latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the LR by the real batch size / base_batch_size')
+    add_common_args(parser)
+    return parse_args(parser)
+
+
+def main():
+    args = get_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    check_datasets(cfg, splits=('train', 'val'))
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError(f'{args.config} has no auto_scale_lr.base_batch_size; '
+                             'add auto_scale_lr = dict(base_batch_size=N)')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
+        print_log(f'--resume: latest complete checkpoint in {cfg.work_dir}: '
+                  f'{cfg.load_from or "none, starting from scratch"}', logger='current')
+    elif args.resume is not None:
+        if not os.path.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+        cfg.resume, cfg.load_from = True, args.resume
+    setup_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
