@@ -1,0 +1,62 @@
+"""Every detection config builds our backbone and runs a loss and a predict forward."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmdet.testing import demo_mm_inputs
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+
+import resnest_mm
+
+CONFIGS = sorted(Path(__file__).parents[1].glob('configs/detection/**/*.py'))
+
+
+def test_the_eight_reference_configs_are_there():
+    names = {p.name for p in CONFIGS}
+    for model, ms in (('faster-rcnn', 'ms-range'), ('mask-rcnn', 'ms'),
+                      ('cascade-rcnn', 'ms-range'), ('cascade-mask-rcnn', 'ms')):
+        for depth in (50, 101):
+            assert f'{model}_s{depth}_fpn_syncbn-backbone+head_{ms}-1x_coco.py' in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_config_builds_ours_and_runs(path):
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports['imports'] == ['resnest_mm']
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    backbone = cfg.model.backbone
+    if 'demo' not in path.parts:  # the real recipes: ImageNet weights by short name
+        assert backbone.init_cfg['checkpoint'] == f'resnest{backbone.depth}'
+        assert backbone.norm_cfg['type'] == 'SyncBN' and not backbone.norm_eval
+        assert backbone.frozen_stages == 1
+    _fewer_proposals(cfg.model)  # speed: the recipes sample 2000 proposals and 512 RoIs per image
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # no init_weights: no download
+    assert isinstance(model.backbone, resnest_mm.ResNeSt)
+
+    num_classes = cfg.model.roi_head.bbox_head[0]['num_classes'] if isinstance(
+        cfg.model.roi_head.bbox_head, list) else cfg.model.roi_head.bbox_head.num_classes
+    with_mask = 'mask_head' in cfg.model.roi_head
+    packed = demo_mm_inputs(2, [(3, 96, 128), (3, 128, 96)], num_items=[3, 2],
+                            num_classes=num_classes, with_mask=with_mask)
+    data = model.data_preprocessor(packed, True)
+    model.train()
+    losses = model(**data, mode='loss')
+    assert all(torch.isfinite(v).all() for k, v in losses.items()
+               if k.startswith('loss') and torch.is_tensor(v))
+    assert any('loss_mask' in k for k in losses) == with_mask
+    model.eval()
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(packed, False), mode='predict')
+    assert len(results) == 2 and 'bboxes' in results[0].pred_instances
+    assert ('masks' in results[0].pred_instances) == with_mask
+
+
+def _fewer_proposals(model_cfg):
+    model_cfg.train_cfg.rpn_proposal.max_per_img = 64
+    model_cfg.test_cfg.rpn.max_per_img = 64
+    rcnn = model_cfg.train_cfg.rcnn
+    for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
+        stage.sampler.num = 32
