@@ -16,6 +16,7 @@ setup(
         'mmsegmentation==1.2.2',
         'ftfy',  # imported by mmseg 1.2.2 without being declared
         'regex',  # likewise
+        'cityscapesscripts==2.3.0',  # tools/convert_cityscapes.py, Cityscapes demo data
     ],
     extras_require={'tests': ['pytest', 'resnest==0.0.5', 'mmpretrain==1.2.0']},
 )

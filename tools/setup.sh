@@ -63,12 +63,13 @@ if ! have 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"; from mmcv.
 fi
 
 # 6. mmdet, mmseg and what they import without declaring it (ftfy, regex for mmseg);
-#    the authors' resnest package (--no-deps: it would pull torchvision) and mmpretrain
-#    (--no-deps: the tests import only its backbone modules, which need nothing more) as
-#    test references; pytest.
-if ! have 'import mmdet, mmseg, ftfy, regex, resnest, pytest, importlib.metadata as m; assert mmdet.__version__ == "3.3.0" and mmseg.__version__ == "1.2.2" and m.version("mmpretrain") == "1.2.0"'; then
-  step "installing mmdet 3.3.0, mmsegmentation 1.2.2 and test tools"
-  pip_install "mmdet/mmseg" "$NET_FIX" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex pytest
+#    cityscapesscripts (the official Cityscapes label table and polygon drawing, for
+#    tools/convert_cityscapes.py and the demo data); the authors' resnest package
+#    (--no-deps: it would pull torchvision) and mmpretrain (--no-deps: the tests import
+#    only its backbone modules, which need nothing more) as test references; pytest.
+if ! have 'import mmdet, mmseg, ftfy, regex, resnest, pytest, importlib.metadata as m; import cityscapesscripts.preparation.json2labelImg; assert mmdet.__version__ == "3.3.0" and mmseg.__version__ == "1.2.2" and m.version("mmpretrain") == "1.2.0" and m.version("cityscapesscripts") == "2.3.0"'; then
+  step "installing mmdet 3.3.0, mmsegmentation 1.2.2, cityscapesscripts 2.3.0 and test tools"
+  pip_install "mmdet/mmseg" "$NET_FIX" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex "cityscapesscripts==2.3.0" pytest
   pip_install "authors' resnest reference" "$NET_FIX" --no-deps "resnest==0.0.5"
   pip_install "mmpretrain reference" "$NET_FIX" --no-deps "mmpretrain==1.2.0"
 fi
