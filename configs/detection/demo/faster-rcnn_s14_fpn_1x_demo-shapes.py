@@ -56,4 +56,4 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.02))  # from scratch, with BN everywhere
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=2))
-auto_scale_lr = dict(base_batch_size=4)
+auto_scale_lr = dict(base_batch_size=4)  # lr 0.02 is for batch 4: --auto-scale-lr scales from it
