@@ -1,5 +1,8 @@
-"""Shared helpers: random weights, relative errors, the authors' key scheme."""
+"""Shared helpers: random weights, relative errors, the authors' forward, running the tools."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,26 +85,28 @@ def _calibrate_bn_(model, x):
     return model
 
 
-def authors_to_ours(state_dict):
-    """Map the authors' keys (``conv1.*`` stem, ``bn1``, ``fc``) to ours."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith('fc.'):
-            continue
-        if key.startswith('conv1.'):
-            key = 'stem.' + key[len('conv1.'):]
-        elif key.startswith('bn1.'):
-            key = 'stem.7.' + key[len('bn1.'):]
-        out[key] = value
-    return out
-
-
 def authors_layer4(model, x):
     """The authors' ResNet forward up to ``layer4`` (their forward ends in the classifier)."""
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         x = layer(x)
     return x
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def tool(name):
+    """The command line that runs ``tools/<name>`` with this interpreter."""
+    return [sys.executable, str(ROOT / 'tools' / name)]
+
+
+def run(args, timeout=600, env=None):
+    """Run ``args`` in the repository root as a user would; assert success, return the output."""
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from resnest.torch import ablation, resnest
 
-from conftest import authors_layer4, authors_to_ours, images, randomize_, rel_err
+from conftest import authors_layer4, images, randomize_, rel_err
 from resnest_mm import ResNeSt
+from resnest_mm.weights import convert_checkpoint
 
 MODELS = {
     # authors' constructor: our arguments
@@ -26,7 +27,7 @@ def test_stage4_matches_authors_layer4(name):
     build_theirs, our_kwargs = MODELS[name]
     theirs = randomize_(build_theirs(), calibrate_on=(8, 3, 128, 128)).eval()
     ours = ResNeSt(**our_kwargs).eval()
-    converted = authors_to_ours(theirs.state_dict())
+    converted = convert_checkpoint(theirs.state_dict()).state_dict
     ours.load_state_dict(converted)  # strict: every key used, none missing
     x = images((2, 3, 128, 128))
     with torch.no_grad():

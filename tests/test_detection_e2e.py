@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, run, tool
 from resnest_mm.demo_data import make_coco_shapes
 from resnest_mm.run_logs import read_scalars
 from resnest_mm.runner_setup import latest_checkpoint
 
-ROOT = Path(__file__).parents[1]
 DEMO = ROOT / 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
 ITERS_PER_EPOCH = 4  # 8 training images, batch 2
 
@@ -59,15 +59,6 @@ def tiny_config(tmp_path, data_root, base=DEMO, batch=2, epochs=3, extra='',
     return str(path)
 
 
-def run(args, timeout=600, env=None):
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
-
-
-def tool(name):
-    return [sys.executable, str(ROOT / 'tools' / name)]
 
 
 def last_epoch_loss(work_dir):

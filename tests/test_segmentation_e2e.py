@@ -5,17 +5,15 @@ Each tool runs as a user runs it, in its own process, on the demo configs
 evaluated in whole-image and sliding-window inference.
 """
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT, run, tool
 from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes
 from resnest_mm.run_logs import read_scalars
 
-ROOT = Path(__file__).parents[1]
 TINY = '''
 _base_ = '{base}'
 data_root = '{data_root}'
@@ -35,14 +33,6 @@ DATASETS = {
 }
 
 
-def run(args, timeout=600):
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
-
-
-def tool(name):
-    return [sys.executable, str(ROOT / 'tools' / name)]
 
 
 @pytest.fixture(scope='module', params=sorted(DATASETS))
