@@ -12,8 +12,12 @@ from .bottleneck import ResNeStBottleneck
 
 @torch.fx.wrap
 def _check_input(x, in_channels):
-    """Raise early on an input that is not ``(N, in_channels, H, W)``."""
-    if x.dim() != 4 or x.size(1) != in_channels:
+    """Raise early on an input that is not ``(N, in_channels, H, W)``.
+
+    Skipped under ``torch.jit.trace`` and ONNX export, which would record the
+    check as a constant and warn.
+    """
+    if not torch.jit.is_tracing() and (x.dim() != 4 or x.size(1) != in_channels):
         raise ValueError(
             f'ResNeSt expects a 4-D input (N, {in_channels}, H, W), got shape '
             f'{tuple(x.shape)}. Batch single images with x[None] and check '

@@ -1,4 +1,5 @@
 """Split-attention convolution, the core of ResNeSt (Zhang et al. 2020, Sec. 3)."""
+import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
@@ -112,7 +113,9 @@ class SplitAttentionConv2d(BaseModule):
     def _attention_norm(self, x):
         """Apply ``norm1`` to ``(B, D, 1, 1)``, using running stats where B == 1 in training."""
         norm = self.norm1
-        if (self.training and x.size(0) == 1 and isinstance(norm, _BatchNorm)
+        # An fx proxy has no batch size: a traced graph calls the norm as is.
+        if (self.training and not isinstance(x, torch.fx.Proxy) and x.size(0) == 1
+                and isinstance(norm, _BatchNorm)
                 and norm.running_mean is not None
                 and not _syncs_across_processes(norm)):
             return F.batch_norm(x, norm.running_mean, norm.running_var,
