@@ -48,12 +48,17 @@ CASES = {
 }
 
 
-def _build_pair(name):
+LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def _build_pair(name, layout='nchw'):
+    """Upstream and ours with the same weights, both in ``layout``, and the input shape."""
     upstream_cls, ours_cls, kwargs, shape = CASES[name]
     ref = randomize_(upstream_cls(**kwargs))
     ours = ours_cls(**kwargs)
     ours.load_state_dict(ref.state_dict())
-    return ref, ours, shape
+    fmt = LAYOUTS[layout]
+    return ref.to(memory_format=fmt), ours.to(memory_format=fmt), shape
 
 
 @pytest.mark.parametrize('name', CASES)
@@ -64,28 +69,31 @@ def test_state_dict_keys_and_shapes_match(name):
     assert [v.shape for v in ours.values()] == [v.shape for v in ref.values()]
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
 @pytest.mark.parametrize('name', CASES)
-def test_outputs_match_in_float32(name, train):
-    ref, ours, shape = _build_pair(name)
+def test_outputs_match_in_float32(name, train, layout):
+    ref, ours, shape = _build_pair(name, layout)
     ref.train(train)
     ours.train(train)
-    x = images(shape)
+    x = images(shape).contiguous(memory_format=LAYOUTS[layout])
     with torch.no_grad():
         out_ref, out_ours = ref(x), ours(x)
     assert len(out_ours) == len(out_ref)
     for a, b in zip(out_ours, out_ref):
         assert a.shape == b.shape
         assert rel_err(a, b) <= TOL
+        assert a.is_contiguous(memory_format=LAYOUTS[layout])  # no layout change on the way
     # Training updates the same BatchNorm statistics.
     for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         if a.is_floating_point():
             assert rel_err(a, b) <= TOL, key
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
 @pytest.mark.parametrize('name', CASES)
-def test_gradients_match_in_float64(name, train):
+def test_gradients_match_in_float64(name, train, layout):
     """Gradients, compared where rounding cannot flip a ReLU or max-pool decision.
 
     In fp32 a 1e-7 difference in a ReLU input near 0, or in a near tie of the
@@ -93,10 +101,10 @@ def test_gradients_match_in_float64(name, train):
     two implementations differ by up to ~1e-3 for that reason alone. In fp64
     the two agree to 1e-10: the same function, the same gradient.
     """
-    ref, ours, shape = _build_pair(name)
+    ref, ours, shape = _build_pair(name, layout)
     ref.double().train(train)
     ours.double().train(train)
-    x = images(shape).double()
+    x = images(shape).double().contiguous(memory_format=LAYOUTS[layout])
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_ref, out_ours = ref(x_ref), ours(x_ours)
     for a, b in zip(out_ours, out_ref):
