@@ -1,0 +1,388 @@
+"""Benchmark our ResNeSt against upstream mmdet's, the authors' and ResNet, in one process.
+
+    python tools/benchmark.py [--depth 50] [--batch 8] [--size 224] [--device cuda] [--amp]
+                              [--json results.json] [--no-detector]
+
+Every ResNeSt gets the same weights (the authors' model's initialisation,
+converted), and the run first checks that they compute the same function.
+Each model is then timed in NCHW and channels_last after warm-up (median of
+``--repeat`` runs) for inference, forward+backward ("train": a training step
+without the optimizer), batch-1 latency and the peak memory of a training
+step; its best layout counts. Achieved GFLOP/s (2 FLOPs per multiply-add,
+training = 3x the forward) is set against a large matrix product timed in the
+same run. A Faster R-CNN S-50 FPN detector (our COCO config, random weights)
+is timed with our backbone and with upstream's, all else equal.
+
+Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
+process's resident set during the step (Linux), with glibc told to return
+freed tensors at once so that it tracks the tensors alive.
+"""
+import argparse
+import copy
+import ctypes
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from mmengine.analysis import FlopAnalyzer
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from resnest_mm import ResNeSt, convert_checkpoint  # noqa: E402
+
+DETECTOR_CONFIG = (Path(__file__).parents[1] / 'configs/detection/'
+                   'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
+LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
+AUTHORS_DEPTHS = (50, 101, 200, 269)
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+
+class AuthorsBackbone(torch.nn.Module):
+    """The authors' network up to ``layer4``: their forward ends in the classifier."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+def build_models(depth):
+    """``{name: backbone}``; every ResNeSt holds the same weights."""
+    from mmdet.models.backbones import ResNet
+    from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
+
+    stem = 64 if depth <= 50 else 128  # the authors' widths
+    ours = ResNeSt(depth=depth, stem_channels=stem)
+    models = {'ours': ours, 'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)}
+    if depth in AUTHORS_DEPTHS:
+        from resnest.torch import resnest
+        authors = getattr(resnest, f'resnest{depth}')(pretrained=False)
+        ours.load_state_dict(convert_checkpoint(authors.state_dict()).state_dict)
+        models['authors'] = AuthorsBackbone(authors)
+    else:
+        ours.init_weights()
+    models['upstream mmdet'].load_state_dict(ours.state_dict())
+    resnet_depth = depth if depth in RESNET_DEPTHS else 50
+    models[f'ResNet-{resnet_depth} (mmdet)'] = ResNet(depth=resnet_depth)
+    return models
+
+
+def last_output(out):
+    return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+def check_same_function(models, x):
+    """Largest relative difference of each ResNeSt's last stage from ours (eval, fp32)."""
+    outputs = {}
+    for name, model in models.items():
+        if 'ResNet' not in name:
+            model.eval()  # upstream's eval() returns None, so not chained
+            with torch.no_grad():
+                outputs[name] = last_output(model(x))
+    ref = outputs.pop('ours')
+    return {name: ((out - ref).norm() / ref.norm()).item() for name, out in outputs.items()}
+
+
+class Timer:
+    """Median wall time of a function after warm-up, synchronising CUDA."""
+
+    def __init__(self, device, warmup, repeat):
+        self.device, self.warmup, self.repeat = device, warmup, repeat
+
+    def sync(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    def __call__(self, fn):
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeat):
+            self.sync()
+            start = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+
+class PeakMemory:
+    """Peak bytes a function adds to what is allocated before it."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cpu_ok = device.type == 'cpu' and Path('/proc/self/clear_refs').exists()
+
+    @staticmethod
+    def return_freed_memory():
+        """Make glibc give freed blocks back to the OS, so the resident set tracks live tensors.
+
+        Must run before the first tensors are made: blocks already kept by
+        the allocator would be reused without raising the resident set.
+        """
+        try:
+            libc = ctypes.CDLL('libc.so.6')
+        except OSError:
+            return
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: blocks over 64 KiB get their own mapping
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD: trim the heap top beyond 64 KiB
+
+    @staticmethod
+    def _status(key):
+        for line in open('/proc/self/status'):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+    def __call__(self, fn):
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        if not self.cpu_ok:
+            return None
+        base = self._status('VmRSS')
+        Path('/proc/self/clear_refs').write_text('5')  # resets the peak (VmHWM) to now
+        fn()
+        return self._status('VmHWM') - base
+
+
+def autocast(device, amp):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
+
+
+def measure(model, args, device, layout):
+    """Throughputs, latency and peak memory of one model in one memory layout."""
+    fmt = LAYOUTS[layout]
+    model = model.to(device, memory_format=fmt)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
+    x1 = x[:1].contiguous(memory_format=fmt)
+    timer = Timer(device, args.warmup, args.repeat)
+
+    def infer(inp):
+        with torch.no_grad(), autocast(device, args.amp):
+            model(inp)
+
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        with autocast(device, args.amp):
+            loss = sum(o.float().mean() for o in model(x))
+        loss.backward()
+
+    model.eval()
+    infer_s = timer(lambda: infer(x))
+    latency_s = timer(lambda: infer(x1))
+    model.train()
+    train_s = timer(train_step)
+    model.zero_grad(set_to_none=True)
+    peak = PeakMemory(device)(train_step)
+    model.zero_grad(set_to_none=True)
+    return dict(infer_img_s=args.batch / infer_s, train_img_s=args.batch / train_s,
+                latency_ms=latency_s * 1e3,
+                train_peak_mib=None if peak is None else peak / 2**20)
+
+
+def matmul_peak_gflops(device, amp, timer):
+    """GFLOP/s of a large square matrix product: the machine's practical peak."""
+    n = 8192 if device.type == 'cuda' else 2048
+    dtype = (torch.float16 if device.type == 'cuda' else torch.bfloat16) if amp else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timer(lambda: a @ b) / 1e9
+
+
+def best(results, key, higher_is_better=True):
+    """The best value of ``key`` over layouts, and that layout."""
+    valid = {k: r[key] for k, r in results.items() if r[key] is not None}
+    if not valid:
+        return None, None
+    layout = (max if higher_is_better else min)(valid, key=valid.get)
+    return valid[layout], layout
+
+
+def benchmark_backbones(args, device):
+    models = build_models(args.depth)
+    x = torch.randn(2, 3, 64, 64)
+    same = check_same_function(models, x)
+    gmacs = {name: FlopAnalyzer(m, (torch.randn(1, 3, args.size, args.size), ))
+             .unsupported_ops_warnings(False).uncalled_modules_warnings(False).total() / 1e9
+             for name, m in models.items()}  # still in eval mode
+    report = {}
+    for name, model in models.items():
+        per_layout = {}
+        for layout in args.layouts:
+            per_layout[layout] = measure(model, args, device, layout)
+            print(f'  {name:24s} {layout:13s} ' + ', '.join(
+                f'{k} {v:.2f}' for k, v in per_layout[layout].items() if v is not None), flush=True)
+        summary = {'gmacs': gmacs[name], 'layouts': per_layout}
+        for key, higher in (('infer_img_s', True), ('train_img_s', True),
+                            ('latency_ms', False), ('train_peak_mib', False)):
+            summary[key], summary[key + '_layout'] = best(per_layout, key, higher)
+        report[name] = summary
+        model.cpu()
+    return report, same
+
+
+def build_detector(backbone):
+    """Faster R-CNN S-50 FPN from our COCO config, in a single process, random weights."""
+    from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(DETECTOR_CONFIG)
+    cfg.model.backbone.init_cfg = None
+    detector = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if backbone == 'upstream mmdet':
+        kwargs = {k: v for k, v in cfg.model.backbone.items() if k != 'type'}
+        upstream = revert_sync_batchnorm(UpstreamResNeSt(**kwargs))
+        upstream.load_state_dict(detector.backbone.state_dict())
+        detector.backbone = upstream
+    return detector
+
+
+def benchmark_detector(args, device):
+    from mmdet.testing import demo_mm_inputs
+
+    torch.manual_seed(0)
+    detectors = {'ours': build_detector('ours')}
+    detectors['upstream mmdet'] = build_detector('upstream mmdet')
+    detectors['upstream mmdet'].load_state_dict(detectors['ours'].state_dict())
+    data = demo_mm_inputs(batch_size=args.det_batch, image_shapes=(3, args.det_size, args.det_size),
+                          num_items=[5] * args.det_batch, num_classes=80)
+    timer = Timer(device, args.warmup, args.repeat)
+    report = {}
+    for name, det in detectors.items():
+        det = det.to(device)
+        train_data = det.data_preprocessor(copy.deepcopy(data), True)
+        test_data = det.data_preprocessor(copy.deepcopy(data), False)
+
+        def train_step():
+            det.zero_grad(set_to_none=True)
+            with autocast(device, args.amp):
+                losses = det(**train_data, mode='loss')
+            loss, _ = det.parse_losses(losses)
+            loss.backward()
+
+        def infer():
+            with torch.no_grad(), autocast(device, args.amp):
+                det(**test_data, mode='predict')
+
+        det.train()
+        train_s = timer(train_step)
+        det.eval()
+        infer_s = timer(infer)
+        report[name] = dict(train_step_s=train_s, infer_s=infer_s)
+        print(f'  Faster R-CNN, {name} backbone: train step {train_s:.3f} s, '
+              f'inference {infer_s:.3f} s', flush=True)
+        det.cpu()
+    return report
+
+
+def machine(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    name = platform.processor()
+    if Path('/proc/cpuinfo').exists():
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                name = line.split(':', 1)[1].strip()
+                break
+    return f'{name}, {torch.get_num_threads()} threads'
+
+
+def ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def print_table(report, peak, args):
+    up = report['upstream mmdet']
+    head = (f"{'model':24s} {'GMACs':>6s} {'infer img/s':>16s} {'train img/s':>16s} "
+            f"{'b1 latency ms':>18s} {'train peak MiB':>18s} {'GFLOP/s infer':>14s} "
+            f"{'img/s x GMACs':>14s}")
+    print(head + '\n' + '-' * len(head))
+    for name, r in report.items():
+        cells = []
+        for key, fmt in (('infer_img_s', '{:7.2f}'), ('train_img_s', '{:7.2f}'),
+                         ('latency_ms', '{:8.1f}'), ('train_peak_mib', '{:8.0f}')):
+            if r[key] is None:
+                cells.append(f"{'n/a':>16s}")
+                continue
+            rel = ratio(r[key], up[key])
+            cells.append(fmt.format(r[key]) + f' {rel:4.2f}x' + (' cl' if r[key + '_layout'] == 'channels_last' else '   '))
+        achieved = 2 * r['gmacs'] * r['infer_img_s']
+        print(f"{name:24s} {r['gmacs']:6.2f} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>18s} "
+              f"{cells[3]:>18s} {achieved:6.0f} ({achieved / peak:3.0%}) "
+              f"{r['infer_img_s'] * r['gmacs']:8.1f}")
+    print('(ratios are to upstream mmdet; "cl" marks channels_last as the faster layout; '
+          f'matmul peak {peak:.0f} GFLOP/s)')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--depth', type=int, default=50, choices=sorted(ResNeSt.arch_settings))
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--size', type=int, default=224, help='input height and width')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: float16 on CUDA, bfloat16 on the CPU')
+    parser.add_argument('--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--no-detector', dest='detector', action='store_false',
+                        help='skip the Faster R-CNN S-50 timing')
+    parser.add_argument('--det-size', type=int, default=320, help='detector image size')
+    parser.add_argument('--det-batch', type=int, default=2)
+    parser.add_argument('--json', help='also write the results to this file')
+    args = parser.parse_args()
+    if args.batch < 1 or args.size < 32 or args.repeat < 1 or args.warmup < 0:
+        parser.error('need --batch >= 1, --size >= 32, --repeat >= 1 and --warmup >= 0')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: this torch has no CUDA device')
+    return args
+
+
+def main():
+    PeakMemory.return_freed_memory()
+    args = parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    where = machine(device)
+    print(f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
+          f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}", flush=True)
+    peak = matmul_peak_gflops(device, args.amp, Timer(device, args.warmup, args.repeat))
+    backbones, same = benchmark_backbones(args, device)
+    print('same function as ours (relative difference of the last stage): ' +
+          ', '.join(f'{k} {v:.1e}' for k, v in same.items()))
+    print_table(backbones, peak, args)
+    results = dict(settings=vars(args), machine=where, torch=torch.__version__,
+                   matmul_peak_gflops=peak, same_function=same, backbones=backbones)
+    if args.detector:
+        det = benchmark_detector(args, device)
+        results['detector'] = det
+        print(f"Faster R-CNN S-50 FPN, {args.det_batch}x{args.det_size}x{args.det_size}: ours/upstream "
+              f"train step time {det['ours']['train_step_s'] / det['upstream mmdet']['train_step_s']:.2f}x, "
+              f"inference time {det['ours']['infer_s'] / det['upstream mmdet']['infer_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+    main()
