@@ -18,5 +18,8 @@ setup(
         'regex',  # likewise
         'cityscapesscripts==2.3.0',  # tools/convert_cityscapes.py, Cityscapes demo data
     ],
-    extras_require={'tests': ['pytest', 'resnest==0.0.5', 'mmpretrain==1.2.0']},
+    extras_require={
+        'tests': ['pytest', 'resnest==0.0.5', 'mmpretrain==1.2.0'],
+        'onnx': ['onnx==1.23.2', 'onnxruntime==1.31.1', 'onnxscript==0.7.2'],
+    },
 )

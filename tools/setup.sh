@@ -74,7 +74,14 @@ if ! have 'import mmdet, mmseg, ftfy, regex, resnest, pytest, importlib.metadata
   pip_install "mmpretrain reference" "$NET_FIX" --no-deps "mmpretrain==1.2.0"
 fi
 
-# 7. This package, editable, so code changes need no reinstall.
+# 7. ONNX export and its check (tools/export_onnx.py): torch's exporter needs onnxscript,
+#    the check runs the graph in onnxruntime.
+if ! have 'import importlib.metadata as m; assert (m.version("onnx"), m.version("onnxruntime"), m.version("onnxscript")) == ("1.23.2", "1.31.1", "0.7.2")'; then
+  step "installing onnx 1.23.2, onnxruntime 1.31.1 and onnxscript 0.7.2"
+  pip_install "ONNX export" "$NET_FIX" "onnx==1.23.2" "onnxruntime==1.31.1" "onnxscript==0.7.2"
+fi
+
+# 8. This package, editable, so code changes need no reinstall.
 if ! have "import importlib.metadata as m; assert m.distribution('resnest_mm').locate_file('') and __import__('resnest_mm').__file__.startswith('$ROOT/')"; then
   step "installing resnest_mm (editable)"
   pip_install "resnest_mm" "check setup.py for errors and run tools/setup.sh again" --no-build-isolation --no-deps -e "$ROOT"
