@@ -75,8 +75,12 @@ class ResNeSt(BaseModule):
         norm_eval (bool): Keep BatchNorm in eval mode while training.
             Default: False (mmdet's registry entry defaults to True, as
             mmdet's ResNet does).
-        dcn (dict, optional): Deformable conv config for the split conv.
-        stage_with_dcn (Sequence[bool]): Stages that use ``dcn``.
+        dcn (dict, optional): Deformable conv config for the split conv, e.g.
+            ``dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)``
+            (DCNv2, Zhu et al. 2019, as in the authors' strongest detector);
+            its offset convs add ``conv2.conv.conv_offset.*`` keys, as upstream.
+        stage_with_dcn (Sequence[bool]): Stages that use ``dcn``, e.g.
+            ``(False, True, True, True)``.
         plugins (list[dict], optional): mmcv plugins, each with ``cfg``,
             ``position`` and optional ``stages``.
         multi_grid (Sequence[int], optional): Dilations of the last stage's
@@ -88,6 +92,19 @@ class ResNeSt(BaseModule):
             start as identities. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Initialisation config.
+        drop_path_rate (float): Stochastic depth (Huang et al. 2016): each
+            block drops its residual branch per sample with a rate rising
+            linearly over the network's blocks from 0 to ``drop_path_rate``
+            (timm's rule), scaling kept branches by ``1 / (1 - rate)``.
+            In [0, 1). Default: 0.
+        dropblock_prob (float): DropBlock (Ghiasi et al. 2018, block size 3)
+            in stages 3 and 4, where the authors' code puts it: after
+            ``norm1``, the split-attention ``norm0`` and ``norm3`` of each
+            block. Needs ``num_stages >= 3``. In [0, 1). Default: 0.
+
+    Both regularisers act in training only (not in stages frozen by
+    ``frozen_stages``, which stay in eval mode) and, at 0, build no module:
+    the module tree, state_dict and outputs are then those without them.
     """
 
     arch_settings = {
@@ -131,7 +148,9 @@ class ResNeSt(BaseModule):
                  with_cp=False,
                  zero_init_residual=True,
                  pretrained=None,
-                 init_cfg=None):
+                 init_cfg=None,
+                 drop_path_rate=0.,
+                 dropblock_prob=0.):
         super().__init__(init_cfg)
         if stem_channels is None:
             stem_channels = base_channels
@@ -146,7 +165,8 @@ class ResNeSt(BaseModule):
             frozen_stages=frozen_stages, deep_stem=deep_stem,
             stem_channels=stem_channels, dcn=dcn,
             stage_with_dcn=stage_with_dcn, multi_grid=multi_grid,
-            last_stage_blocks=self.arch_settings[depth][1][num_stages - 1])
+            last_stage_blocks=self.arch_settings[depth][1][num_stages - 1],
+            drop_path_rate=drop_path_rate, dropblock_prob=dropblock_prob)
         if init_cfg and pretrained:
             raise ValueError('init_cfg and pretrained cannot be set at the same time; '
                              'use init_cfg=dict(type="Pretrained", checkpoint=...)')
@@ -195,12 +215,17 @@ class ResNeSt(BaseModule):
         self.plugins = plugins
         self.multi_grid = multi_grid
         self.contract_dilation = contract_dilation
+        self.drop_path_rate = drop_path_rate
+        self.dropblock_prob = dropblock_prob
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
 
         self._make_stem_layer(in_channels, stem_channels)
         self.inplanes = stem_channels
         self.res_layers = []
+        # Stochastic depth rises linearly over all blocks of the network (timm's rule).
+        drop_path_rates = torch.linspace(
+            0, drop_path_rate, sum(self.stage_blocks)).split(self.stage_blocks)
         for i, num_blocks in enumerate(self.stage_blocks):
             planes = base_channels * 2**i
             last = i == num_stages - 1
@@ -211,8 +236,11 @@ class ResNeSt(BaseModule):
                 stride=strides[i],
                 dilation=dilations[i],
                 multi_grid=multi_grid if last else None,
+                drop_path_rates=drop_path_rates[i].tolist(),
                 dcn=dcn if stage_with_dcn[i] else None,
                 plugins=self.make_stage_plugins(plugins, i) if plugins else None,
+                # stages 3 and 4 only, as in the authors' resnet.py
+                dropblock_prob=dropblock_prob if i >= 2 else 0.,
                 init_cfg=block_init_cfg)
             self.inplanes = planes * self.block.expansion
             layer_name = f'layer{i + 1}'
@@ -237,8 +265,10 @@ class ResNeSt(BaseModule):
         return stage_plugins
 
     def make_res_layer(self, inplanes, planes, num_blocks, stride, dilation,
-                       multi_grid, **block_kwargs):
+                       multi_grid, drop_path_rates, **block_kwargs):
         """One stage: ``num_blocks`` bottlenecks, the first with the stride and shortcut.
+
+        ``drop_path_rates`` gives each block's stochastic depth rate.
 
         Written here rather than taken from mmdet's or mmseg's ``ResLayer``:
         they differ (mmseg adds ``multi_grid``/``contract_dilation``) and
@@ -270,7 +300,8 @@ class ResNeSt(BaseModule):
             first = dilation // 2 if self.contract_dilation and dilation > 1 else dilation
             block_dilations = [first] + [dilation] * (num_blocks - 1)
         blocks = []
-        for i, block_dilation in enumerate(block_dilations):
+        for i, (block_dilation, drop_path_rate) in enumerate(
+                zip(block_dilations, drop_path_rates, strict=True)):
             blocks.append(
                 block(
                     inplanes=inplanes if i == 0 else planes * block.expansion,
@@ -289,6 +320,7 @@ class ResNeSt(BaseModule):
                     reduction_factor=self.reduction_factor,
                     avg_down_stride=self.avg_down_stride,
                     avd_first=self.avd_first,
+                    drop_path_rate=drop_path_rate,
                     **block_kwargs))
         return Sequential(*blocks)
 
@@ -385,7 +417,8 @@ class ResNeSt(BaseModule):
 def _check_arguments(*, radix, groups, num_stages, strides, dilations,
                      out_indices, style, frozen_stages,
                      deep_stem, stem_channels, dcn, stage_with_dcn,
-                     multi_grid, last_stage_blocks):
+                     multi_grid, last_stage_blocks, drop_path_rate,
+                     dropblock_prob):
     """Reject a bad configuration at construction, naming the valid values."""
     errors = []
     if radix < 1:
@@ -412,5 +445,12 @@ def _check_arguments(*, radix, groups, num_stages, strides, dilations,
     if multi_grid is not None and len(multi_grid) != last_stage_blocks:
         errors.append(f'multi_grid {tuple(multi_grid)} must give one dilation per '
                       f'block of the last stage ({last_stage_blocks} blocks)')
+    if not 0 <= drop_path_rate < 1:
+        errors.append(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+    if not 0 <= dropblock_prob < 1:
+        errors.append(f'dropblock_prob must be in [0, 1), got {dropblock_prob}')
+    elif dropblock_prob > 0 and num_stages < 3:
+        errors.append(f'dropblock_prob applies to stages 3 and 4, but '
+                      f'num_stages={num_stages}')
     if errors:
         raise ValueError('invalid ResNeSt config: ' + '; '.join(errors))

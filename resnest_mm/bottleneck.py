@@ -5,8 +5,10 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer, build_plugin_layer
+from mmcv.cnn.bricks.drop import DropPath
 from mmengine.model import BaseModule
 
+from .dropblock import DropBlock2d
 from .split_attention import SplitAttentionConv2d
 
 _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
@@ -29,6 +31,13 @@ class ResNeStBottleneck(BaseModule):
     authors' "fast" variants); otherwise in the conv itself (``style='pytorch'``)
     or in the first 1x1 conv (``style='caffe'``).
 
+    Two optional regularisers, active in training only, follow the authors'
+    code for DropBlock and timm for stochastic depth: :class:`DropBlock2d`
+    after ``norm1``, ``conv2``'s ``norm0`` and ``norm3`` (each before the next
+    ReLU or the sum), and mmcv's ``DropPath``, which drops the whole residual
+    branch of a sample before the sum with the identity. Neither builds a
+    module when its rate is 0, so the block is then unchanged.
+
     Args:
         inplanes (int): Input channels.
         planes (int): Base width of the block; output has ``4 * planes``.
@@ -48,6 +57,9 @@ class ResNeStBottleneck(BaseModule):
         reduction_factor (int): Divisor of the attention width.
         avg_down_stride (bool): Put the stride in an average pool.
         avd_first (bool): Put that pool before the split-attention conv.
+        drop_path_rate (float): Probability of dropping the residual branch
+            (stochastic depth). Default: 0.
+        dropblock_prob (float): DropBlock rate (block size 3). Default: 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
     expansion = 4
@@ -71,6 +83,8 @@ class ResNeStBottleneck(BaseModule):
                  reduction_factor=4,
                  avg_down_stride=True,
                  avd_first=False,
+                 drop_path_rate=0.,
+                 dropblock_prob=0.,
                  init_cfg=None):
         super().__init__(init_cfg)
         if style not in ('pytorch', 'caffe'):
@@ -108,7 +122,8 @@ class ResNeStBottleneck(BaseModule):
             reduction_factor=reduction_factor,
             conv_cfg=conv_cfg,
             norm_cfg=norm_cfg,
-            dcn=dcn)
+            dcn=dcn,
+            dropblock_prob=dropblock_prob)
         self.conv3 = build_conv_layer(
             conv_cfg, width, planes * self.expansion, 1, bias=False)
         self.norm3_name, norm3 = build_norm_layer(
@@ -118,6 +133,9 @@ class ResNeStBottleneck(BaseModule):
         self.downsample = downsample
         if self.avg_down_stride:
             self.avd_layer = nn.AvgPool2d(3, self.conv2_stride, padding=1)
+        self.dropblock1 = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
+        self.dropblock3 = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else None
 
         self.plugin_names = {}
         for plugin in plugins or ():
@@ -157,7 +175,10 @@ class ResNeStBottleneck(BaseModule):
         return x
 
     def _residual(self, x):
-        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm1(self.conv1(x))
+        if self.dropblock1 is not None:
+            out = self.dropblock1(out)
+        out = self.relu(out)
         out = self._run_plugins(out, 'after_conv1')
         if self.avg_down_stride and self.avd_first:
             out = self.avd_layer(out)
@@ -166,7 +187,11 @@ class ResNeStBottleneck(BaseModule):
             out = self.avd_layer(out)
         out = self._run_plugins(out, 'after_conv2')
         out = self.norm3(self.conv3(out))
+        if self.dropblock3 is not None:
+            out = self.dropblock3(out)
         out = self._run_plugins(out, 'after_conv3')
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -174,7 +199,9 @@ class ResNeStBottleneck(BaseModule):
         """(B, inplanes, H, W) -> (B, 4 * planes, H', W')."""
         if self.with_cp and torch.is_grad_enabled():
             # Non-reentrant checkpointing also saves memory when x needs no
-            # grad (stages after frozen ones), where upstream skips it.
+            # grad (stages after frozen ones), where upstream skips it. The
+            # recomputation restores the RNG state, so it redraws the same
+            # DropBlock and DropPath masks.
             out = cp.checkpoint(self._residual, x, use_reentrant=False)
         else:
             out = self._residual(x)

@@ -7,6 +7,8 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .dropblock import DropBlock2d
+
 
 class SplitAttentionConv2d(BaseModule):
     """Split-attention convolution in radix-major layout.
@@ -42,7 +44,11 @@ class SplitAttentionConv2d(BaseModule):
         conv_cfg (dict, optional): Config of the split convolution.
         norm_cfg (dict): Config of both norms.
         dcn (dict, optional): Deformable conv config used for the split
-            convolution instead of ``conv_cfg``.
+            convolution instead of ``conv_cfg``, e.g.
+            ``dict(type='DCNv2', deform_groups=2)``.
+        dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on the
+            splits, after ``norm0`` and before the ReLU as in the authors' code;
+            0 builds no DropBlock. Default: 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -59,6 +65,7 @@ class SplitAttentionConv2d(BaseModule):
                  conv_cfg=None,
                  norm_cfg=dict(type='BN'),
                  dcn=None,
+                 dropblock_prob=0.,
                  init_cfg=None):
         super().__init__(init_cfg)
         if radix < 1:
@@ -87,6 +94,8 @@ class SplitAttentionConv2d(BaseModule):
             dilation=dilation,
             groups=groups * radix,
             bias=False)
+        if hasattr(self.conv, 'conv_offset'):  # mmcv's DCN and DCNv2
+            _read_contiguous(self.conv)
         # postfix 0 keeps the authors' and upstream's key "bn0"
         self.norm0_name, norm0 = build_norm_layer(
             norm_cfg, channels * radix, postfix=0)
@@ -99,6 +108,7 @@ class SplitAttentionConv2d(BaseModule):
         self.add_module(self.norm1_name, norm1)
         self.fc2 = build_conv_layer(
             None, inter_channels, channels * radix, 1, groups=groups)
+        self.dropblock = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
 
     @property
     def norm0(self):
@@ -124,7 +134,10 @@ class SplitAttentionConv2d(BaseModule):
 
     def forward(self, x):
         """(B, in_channels, H, W) -> (B, channels, H', W')."""
-        x = self.relu(self.norm0(self.conv(x)))
+        x = self.norm0(self.conv(x))
+        if self.dropblock is not None:
+            x = self.dropblock(x)
+        x = self.relu(x)
         batch = x.size(0)
         splits = x.unflatten(1, (self.radix, self.channels))  # (B, R, C, H', W') view
         gap = F.adaptive_avg_pool2d(x, 1).view(batch, self.radix,
@@ -147,3 +160,24 @@ def _syncs_across_processes(norm):
     """Whether a SyncBatchNorm will gather statistics from other processes."""
     return (isinstance(norm, nn.SyncBatchNorm) and dist.is_available()
             and dist.is_initialized() and dist.get_world_size() > 1)
+
+
+def _read_contiguous(deform_conv):
+    """Give an mmcv deformable conv NCHW-contiguous input, offsets and masks.
+
+    mmcv 2.1's DCNv2 kernels read these as NCHW-contiguous whatever their
+    strides, so channels_last input, or offsets from a ``conv_offset`` made
+    channels_last by ``model.to(memory_format=torch.channels_last)``, give
+    silently wrong outputs and gradients (DCN refuses them instead). The
+    output is NCHW-contiguous.
+    """
+    deform_conv.register_forward_pre_hook(_contiguous_args)
+    deform_conv.conv_offset.register_forward_hook(_contiguous_output)
+
+
+def _contiguous_args(module, args):
+    return tuple(a.contiguous() for a in args)
+
+
+def _contiguous_output(module, args, output):
+    return output.contiguous()

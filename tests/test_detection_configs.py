@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmcv.ops import ModulatedDeformConv2dPack
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
@@ -10,7 +11,15 @@ from mmengine.registry import init_default_scope
 
 import resnest_mm
 
-CONFIGS = sorted(Path(__file__).parents[1].glob('configs/detection/**/*.py'))
+CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
+CONFIGS = sorted(CONFIG_DIR.glob('**/*.py'))
+# DCNv2 config -> the recipe it extends
+DCN_CONFIGS = {
+    'faster-rcnn_s50-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-range-1x_coco.py':
+        'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py',
+    'cascade-mask-rcnn_s101-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-1x_coco.py':
+        'cascade-mask-rcnn_s101_fpn_syncbn-backbone+head_ms-1x_coco.py',
+}
 
 
 def test_the_eight_reference_configs_are_there():
@@ -19,6 +28,24 @@ def test_the_eight_reference_configs_are_there():
                       ('cascade-rcnn', 'ms-range'), ('cascade-mask-rcnn', 'ms')):
         for depth in (50, 101):
             assert f'{model}_s{depth}_fpn_syncbn-backbone+head_{ms}-1x_coco.py' in names
+
+
+@pytest.mark.parametrize('name', DCN_CONFIGS, ids=lambda n: n.split('_fpn')[0])
+def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
+    """The authors' DCN setting (modulated, 2 deformable groups, stages 2-4), nothing else."""
+    cfg = Config.fromfile(CONFIG_DIR / name).to_dict()
+    backbone = cfg['model']['backbone']
+    assert backbone.pop('dcn') == dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)
+    assert tuple(backbone.pop('stage_with_dcn')) == (False, True, True, True)
+    assert cfg == Config.fromfile(CONFIG_DIR / DCN_CONFIGS[name]).to_dict()
+
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    built = MODELS.build(Config.fromfile(CONFIG_DIR / name).model.backbone)
+    for stage, layer in enumerate((built.layer1, built.layer2, built.layer3, built.layer4)):
+        convs = [block.conv2.conv for block in layer]
+        assert all(isinstance(c, ModulatedDeformConv2dPack) == (stage > 0) for c in convs)
+    assert built.layer2[0].conv2.conv.deform_groups == 2
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
