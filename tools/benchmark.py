@@ -19,11 +19,12 @@ freed tensors at once so that it tracks the tensors alive.
 """
 import argparse
 import copy
-import ctypes
 import gc
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -39,6 +40,7 @@ DETECTOR_CONFIG = (Path(__file__).parents[1] / 'configs/detection/'
                    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 AUTHORS_DEPTHS = (50, 101, 200, 269)
+UPSTREAM_DEPTHS = (50, 101, 152, 200)  # mmdet's ResNeSt has no 14, 26 or 269
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
 
@@ -92,71 +94,77 @@ def check_same_function(models, x):
     return {name: ((out - ref).norm() / ref.norm()).item() for name, out in outputs.items()}
 
 
-class Timer:
-    """Median wall time of a function after warm-up, synchronising CUDA."""
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
 
-    def __init__(self, device, warmup, repeat):
-        self.device, self.warmup, self.repeat = device, warmup, repeat
 
-    def sync(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
+def interleaved_times(fns, device, warmup, repeat):
+    """Median seconds of each of ``{name: fn}``, timed in turns.
 
-    def __call__(self, fn):
-        for _ in range(self.warmup):
+    Each round runs every function once, so a slow spell of a shared machine
+    slows all of them alike instead of whichever ran then.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
-        times = []
-        for _ in range(self.repeat):
-            self.sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            sync(device)
             start = time.perf_counter()
             fn()
-            self.sync()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-class PeakMemory:
-    """Peak bytes a function adds to what is allocated before it."""
+def peak_memory(fn, device):
+    """Peak bytes that ``fn`` adds to what is allocated before it, or None where unknown.
 
-    def __init__(self, device):
-        self.device = device
-        self.cpu_ok = device.type == 'cpu' and Path('/proc/self/clear_refs').exists()
-
-    @staticmethod
-    def return_freed_memory():
-        """Make glibc give freed blocks back to the OS, so the resident set tracks live tensors.
-
-        Must run before the first tensors are made: blocks already kept by
-        the allocator would be reused without raising the resident set.
-        """
-        try:
-            libc = ctypes.CDLL('libc.so.6')
-        except OSError:
-            return
-        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: blocks over 64 KiB get their own mapping
-        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD: trim the heap top beyond 64 KiB
-
-    @staticmethod
-    def _status(key):
-        for line in open('/proc/self/status'):
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-
-    def __call__(self, fn):
-        gc.collect()
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            fn()
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - base
-        if not self.cpu_ok:
-            return None
-        base = self._status('VmRSS')
-        Path('/proc/self/clear_refs').write_text('5')  # resets the peak (VmHWM) to now
+    CUDA: ``max_memory_allocated``. CPU: the rise of the resident set, which
+    tracks the live tensors only when glibc returns freed blocks at once
+    (see :func:`cpu_peak_memory_in_child`).
+    """
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         fn()
-        return self._status('VmHWM') - base
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    clear_refs = Path('/proc/self/clear_refs')
+    if not clear_refs.exists():
+        return None
+    base = _proc_status('VmRSS')
+    clear_refs.write_text('5')  # resets the resident-set peak (VmHWM) to now
+    fn()
+    return _proc_status('VmHWM') - base
+
+
+def _proc_status(key):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+
+def cpu_peak_memory_in_child(name, args, layout):
+    """Peak MiB of ``name``'s training step, measured by this script in a fresh process.
+
+    The child runs with glibc told to map every block over 64 KiB on its own
+    and unmap it when freed, so its resident set follows the live tensors.
+    That setting makes each allocation fault in fresh pages, which would
+    slow the timings down, hence a separate process.
+    """
+    cmd = [sys.executable, __file__, '--depth', str(args.depth), '--batch', str(args.batch),
+           '--size', str(args.size), '--device', 'cpu', '--layouts', layout,
+           '--peak-memory-of', name] + (['--amp'] if args.amp else [])
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f'memory measurement of {name} failed:\n{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])['train_peak_mib']
 
 
 def autocast(device, amp):
@@ -165,13 +173,12 @@ def autocast(device, amp):
     return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
 
 
-def measure(model, args, device, layout):
-    """Throughputs, latency and peak memory of one model in one memory layout."""
+def inputs_and_steps(model, args, device, layout):
+    """The model in ``layout`` and its inference (batch, batch 1) and training steps."""
     fmt = LAYOUTS[layout]
     model = model.to(device, memory_format=fmt)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
     x1 = x[:1].contiguous(memory_format=fmt)
-    timer = Timer(device, args.warmup, args.repeat)
 
     def infer(inp):
         with torch.no_grad(), autocast(device, args.amp):
@@ -183,26 +190,53 @@ def measure(model, args, device, layout):
             loss = sum(o.float().mean() for o in model(x))
         loss.backward()
 
-    model.eval()
-    infer_s = timer(lambda: infer(x))
-    latency_s = timer(lambda: infer(x1))
+    return (lambda: infer(x)), (lambda: infer(x1)), train_step
+
+
+def measure_layout(models, args, device, layout):
+    """``{name: results}`` for every model in one memory layout, timed in turns."""
+    steps = {name: inputs_and_steps(m, args, device, layout) for name, m in models.items()}
+    times = {}
+    for metric, index, train in (('infer', 0, False), ('latency', 1, False), ('train', 2, True)):
+        for model in models.values():
+            model.train(train)
+        times[metric] = interleaved_times({n: s[index] for n, s in steps.items()},
+                                          device, args.warmup, args.repeat)
+    results = {}
+    for name, model in models.items():
+        model.zero_grad(set_to_none=True)
+        if device.type == 'cuda':
+            peak_mib = peak_memory(steps[name][2], device) / 2**20
+            model.zero_grad(set_to_none=True)
+        else:
+            peak_mib = cpu_peak_memory_in_child(name, args, layout)
+        results[name] = dict(infer_img_s=args.batch / times['infer'][name],
+                             train_img_s=args.batch / times['train'][name],
+                             latency_ms=times['latency'][name] * 1e3, train_peak_mib=peak_mib)
+        print(f'  {name:24s} {layout:13s} ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in results[name].items() if v is not None), flush=True)
+    return results
+
+
+def child_peak_memory(args):
+    """``--peak-memory-of``: print one model's training-step peak as JSON."""
+    model = build_models(args.depth)[args.peak_memory_of]
+    _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'), args.layouts[0])
     model.train()
-    train_s = timer(train_step)
+    train_step()  # once first: one-off allocations (oneDNN's caches) are not the step's
     model.zero_grad(set_to_none=True)
-    peak = PeakMemory(device)(train_step)
-    model.zero_grad(set_to_none=True)
-    return dict(infer_img_s=args.batch / infer_s, train_img_s=args.batch / train_s,
-                latency_ms=latency_s * 1e3,
-                train_peak_mib=None if peak is None else peak / 2**20)
+    peak = peak_memory(train_step, torch.device('cpu'))
+    print(json.dumps({'train_peak_mib': None if peak is None else peak / 2**20}))
 
 
-def matmul_peak_gflops(device, amp, timer):
+def matmul_peak_gflops(device, amp, args):
     """GFLOP/s of a large square matrix product: the machine's practical peak."""
     n = 8192 if device.type == 'cuda' else 2048
     dtype = (torch.float16 if device.type == 'cuda' else torch.bfloat16) if amp else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timer(lambda: a @ b) / 1e9
+    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup, args.repeat)['mm']
+    return 2 * n**3 / seconds / 1e9
 
 
 def best(results, key, higher_is_better=True):
@@ -221,19 +255,15 @@ def benchmark_backbones(args, device):
     gmacs = {name: FlopAnalyzer(m, (torch.randn(1, 3, args.size, args.size), ))
              .unsupported_ops_warnings(False).uncalled_modules_warnings(False).total() / 1e9
              for name, m in models.items()}  # still in eval mode
+    per_layout = {layout: measure_layout(models, args, device, layout) for layout in args.layouts}
     report = {}
-    for name, model in models.items():
-        per_layout = {}
-        for layout in args.layouts:
-            per_layout[layout] = measure(model, args, device, layout)
-            print(f'  {name:24s} {layout:13s} ' + ', '.join(
-                f'{k} {v:.2f}' for k, v in per_layout[layout].items() if v is not None), flush=True)
-        summary = {'gmacs': gmacs[name], 'layouts': per_layout}
+    for name in models:
+        layouts = {layout: per_layout[layout][name] for layout in args.layouts}
+        summary = {'gmacs': gmacs[name], 'layouts': layouts}
         for key, higher in (('infer_img_s', True), ('train_img_s', True),
                             ('latency_ms', False), ('train_peak_mib', False)):
-            summary[key], summary[key + '_layout'] = best(per_layout, key, higher)
+            summary[key], summary[key + '_layout'] = best(layouts, key, higher)
         report[name] = summary
-        model.cpu()
     return report, same
 
 
@@ -266,33 +296,38 @@ def benchmark_detector(args, device):
     detectors['upstream mmdet'].load_state_dict(detectors['ours'].state_dict())
     data = demo_mm_inputs(batch_size=args.det_batch, image_shapes=(3, args.det_size, args.det_size),
                           num_items=[5] * args.det_batch, num_classes=80)
-    timer = Timer(device, args.warmup, args.repeat)
-    report = {}
-    for name, det in detectors.items():
-        det = det.to(device)
-        train_data = det.data_preprocessor(copy.deepcopy(data), True)
-        test_data = det.data_preprocessor(copy.deepcopy(data), False)
-
-        def train_step():
-            det.zero_grad(set_to_none=True)
-            with autocast(device, args.amp):
-                losses = det(**train_data, mode='loss')
-            loss, _ = det.parse_losses(losses)
-            loss.backward()
-
-        def infer():
-            with torch.no_grad(), autocast(device, args.amp):
-                det(**test_data, mode='predict')
-
-        det.train()
-        train_s = timer(train_step)
-        det.eval()
-        infer_s = timer(infer)
-        report[name] = dict(train_step_s=train_s, infer_s=infer_s)
-        print(f'  Faster R-CNN, {name} backbone: train step {train_s:.3f} s, '
-              f'inference {infer_s:.3f} s', flush=True)
-        det.cpu()
+    steps = {name: detector_steps(det.to(device), data, args, device)
+             for name, det in detectors.items()}
+    times = {}
+    for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1, False)):
+        for det in detectors.values():
+            det.train(train)
+        times[metric] = interleaved_times({n: s[index] for n, s in steps.items()},
+                                          device, args.warmup, args.repeat)
+    report = {name: {metric: times[metric][name] for metric in times} for name in detectors}
+    for name, r in report.items():
+        print(f"  Faster R-CNN, {name} backbone: train step {r['train_step_s']:.3f} s, "
+              f"inference {r['infer_s']:.3f} s", flush=True)
     return report
+
+
+def detector_steps(det, data, args, device):
+    """A detector's training step (forward, losses, backward) and inference."""
+    train_data = det.data_preprocessor(copy.deepcopy(data), True)
+    test_data = det.data_preprocessor(copy.deepcopy(data), False)
+
+    def train_step():
+        det.zero_grad(set_to_none=True)
+        with autocast(device, args.amp):
+            losses = det(**train_data, mode='loss')
+        loss, _ = det.parse_losses(losses)
+        loss.backward()
+
+    def infer():
+        with torch.no_grad(), autocast(device, args.amp):
+            det(**test_data, mode='predict')
+
+    return train_step, infer
 
 
 def machine(device):
@@ -336,7 +371,7 @@ def print_table(report, peak, args):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--depth', type=int, default=50, choices=sorted(ResNeSt.arch_settings))
+    parser.add_argument('--depth', type=int, default=50, choices=UPSTREAM_DEPTHS)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--size', type=int, default=224, help='input height and width')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -350,6 +385,7 @@ def parse_args():
     parser.add_argument('--det-size', type=int, default=320, help='detector image size')
     parser.add_argument('--det-batch', type=int, default=2)
     parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--peak-memory-of', help=argparse.SUPPRESS)  # the memory child's model
     args = parser.parse_args()
     if args.batch < 1 or args.size < 32 or args.repeat < 1 or args.warmup < 0:
         parser.error('need --batch >= 1, --size >= 32, --repeat >= 1 and --warmup >= 0')
@@ -359,14 +395,15 @@ def parse_args():
 
 
 def main():
-    PeakMemory.return_freed_memory()
     args = parse_args()
+    if args.peak_memory_of:
+        return child_peak_memory(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     where = machine(device)
     print(f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
           f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}", flush=True)
-    peak = matmul_peak_gflops(device, args.amp, Timer(device, args.warmup, args.repeat))
+    peak = matmul_peak_gflops(device, args.amp, args)
     backbones, same = benchmark_backbones(args, device)
     print('same function as ours (relative difference of the last stage): ' +
           ', '.join(f'{k} {v:.1e}' for k, v in same.items()))
