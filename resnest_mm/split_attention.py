@@ -8,6 +8,8 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .dropblock import DropBlock2d
+from .recomputed_ops import (batch_norm_relu, recomputing_weighted_sum,
+                             supports_recompute, weighted_split_sum)
 
 
 class SplitAttentionConv2d(BaseModule):
@@ -27,6 +29,8 @@ class SplitAttentionConv2d(BaseModule):
     instead of building a summed ``(B, C, H, W)`` map only to pool it; and the
     weighted sum accumulates split by split, never holding a ``(B, R, C, H, W)``
     product. Neither needs a contiguous copy, so channels_last input stays so.
+    In training with a plain BatchNorm, the splits are not stored for
+    backward but rebuilt from the conv output (:mod:`.recomputed_ops`).
 
     Batch size 1 in training: the attention norm sees one value per channel,
     which has no batch statistics (BatchNorm raises there, upstream and in the
@@ -134,14 +138,18 @@ class SplitAttentionConv2d(BaseModule):
 
     def forward(self, x):
         """(B, in_channels, H, W) -> (B, channels, H', W')."""
-        x = self.norm0(self.conv(x))
-        if self.dropblock is not None:
-            x = self.dropblock(x)
-        x = self.relu(x)
+        c = self.conv(x)
+        recompute = self._recomputes_splits(c)
+        if recompute:
+            x, handle = batch_norm_relu(c, self.norm0)
+        else:
+            x = self.norm0(c)
+            if self.dropblock is not None:
+                x = self.dropblock(x)
+            x = self.relu(x)
         batch = x.size(0)
-        splits = x.unflatten(1, (self.radix, self.channels))  # (B, R, C, H', W') view
-        gap = F.adaptive_avg_pool2d(x, 1).view(batch, self.radix,
-                                               self.channels, 1, 1).sum(1)
+        # mean, unlike adaptive_avg_pool2d, does not keep x for its backward
+        gap = x.mean((2, 3), keepdim=True).view(batch, self.radix, self.channels, 1, 1).sum(1)
         gap = self.relu(self._attention_norm(self.fc1(gap)))
         logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
         if self.radix > 1:
@@ -150,10 +158,19 @@ class SplitAttentionConv2d(BaseModule):
                                                   self.channels, 1, 1)
         else:
             atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
-        out = splits[:, 0] * atten[:, 0]
-        for r in range(1, self.radix):
-            out = out.addcmul_(splits[:, r], atten[:, r])
-        return out
+        if recompute:
+            return recomputing_weighted_sum(x, atten, handle)
+        return weighted_split_sum(x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
+
+    def _recomputes_splits(self, c):
+        """Whether this step keeps ``c`` and rebuilds the splits in backward (:mod:`.recomputed_ops`).
+
+        Only where it is exact: a plain BatchNorm in training, no DropBlock
+        between it and the ReLU; not while tracing, which records plain ops.
+        """
+        return (torch.is_grad_enabled() and self.dropblock is None
+                and not isinstance(c, torch.fx.Proxy) and not torch.jit.is_tracing()
+                and supports_recompute(self.norm0, c))
 
 
 def _syncs_across_processes(norm):
