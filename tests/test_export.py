@@ -1,0 +1,86 @@
+"""The backbone under torch.fx, torch.jit.trace, torch.compile and ONNX (onnxruntime)."""
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from conftest import ROOT, images, randomize_, rel_err, run, tool
+from resnest_mm import ResNeSt
+
+
+def _model():
+    return randomize_(ResNeSt(depth=14))
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
+def test_fx_symbolic_trace_computes_the_same(train):
+    model = _model().train(train)
+    graph = torch.fx.symbolic_trace(model)
+    x = images((2, 3, 64, 64))
+    with torch.no_grad():
+        expected, traced = model(x), graph(x)
+    for a, b in zip(traced, expected):
+        assert torch.equal(a, b)
+    assert any(n.op == 'call_module' and n.target.endswith('conv2.fc1')
+               for n in graph.graph.nodes)  # traced through the blocks, not one leaf
+
+
+def test_jit_trace_generalises_to_other_batch_and_image_sizes():
+    model = _model().eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, images((2, 3, 64, 64)))
+        x = images((3, 3, 96, 80))
+        for a, b in zip(traced(x), model(x)):
+            assert a.shape == b.shape
+            assert rel_err(a, b) <= 1e-6
+
+
+def test_torch_compile_output_equals_eager():
+    model = _model().eval()
+    x = images((2, 3, 64, 64)).contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model)(x)
+    for a, b in zip(compiled, expected):
+        assert rel_err(a, b) <= 1e-5
+
+
+def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
+    model = _model().eval()
+    weights = tmp_path / 'weights.pth'
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / 'backbone.onnx'
+    log = run(tool('export_onnx.py') + ['backbone', str(out), '--depth', '14', '--weights',
+                                        str(weights), '--size', '64', '64', '--dynamic'])
+    assert 'onnxruntime vs PyTorch' in log
+    # Checked here too, on a shape the export never saw.
+    session = onnxruntime.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    x = images((3, 3, 96, 128))
+    got = session.run(None, {'input': x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        b = b.numpy()
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+@pytest.mark.parametrize('config', [
+    'configs/segmentation/demo/resnest_s14-d8_deeplabv3_1xb4-200_ade20k-demo-64x64.py',
+    'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py',
+], ids=['segmentor', 'detector'])
+def test_onnx_export_of_a_config_model(tmp_path, config):
+    out = tmp_path / 'model.onnx'
+    log = run(tool('export_onnx.py') + [config, str(out), '--size', '64', '96'])
+    err = float(log.split('max |difference| / max |output| = ')[1].split()[0])
+    assert out.stat().st_size > 0 and err <= 1e-4
+
+
+def test_onnx_export_refuses_a_missing_config(tmp_path):
+    import subprocess
+    proc = subprocess.run(tool('export_onnx.py') + ['configs/nope.py', str(tmp_path / 'x.onnx')],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert 'config file not found' in proc.stderr
