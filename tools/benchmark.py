@@ -40,6 +40,7 @@ DETECTOR_CONFIG = (Path(__file__).parents[1] / 'configs/detection/'
                    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 AUTHORS_DEPTHS = (50, 101, 200, 269)
+CP_SUFFIX = ' (with_cp)'
 UPSTREAM_DEPTHS = (50, 101, 152, 200)  # mmdet's ResNeSt has no 14, 26 or 269
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
@@ -57,14 +58,21 @@ class AuthorsBackbone(torch.nn.Module):
         return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
-def build_models(depth):
-    """``{name: backbone}``; every ResNeSt holds the same weights."""
+def build_models(depth, with_cp=False):
+    """``{name: backbone}``; every ResNeSt holds the same weights.
+
+    ``with_cp`` adds ours and upstream with gradient checkpointing per block.
+    """
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
 
     stem = 64 if depth <= 50 else 128  # the authors' widths
     ours = ResNeSt(depth=depth, stem_channels=stem)
     models = {'ours': ours, 'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)}
+    if with_cp:
+        models['ours' + CP_SUFFIX] = ResNeSt(depth=depth, stem_channels=stem, with_cp=True)
+        models['upstream mmdet' + CP_SUFFIX] = UpstreamResNeSt(depth=depth, stem_channels=stem,
+                                                             with_cp=True)
     if depth in AUTHORS_DEPTHS:
         from resnest.torch import resnest
         authors = getattr(resnest, f'resnest{depth}')(pretrained=False)
@@ -72,7 +80,9 @@ def build_models(depth):
         models['authors'] = AuthorsBackbone(authors)
     else:
         ours.init_weights()
-    models['upstream mmdet'].load_state_dict(ours.state_dict())
+    for name, model in models.items():
+        if name not in ('ours', 'authors'):
+            model.load_state_dict(ours.state_dict())
     resnet_depth = depth if depth in RESNET_DEPTHS else 50
     models[f'ResNet-{resnet_depth} (mmdet)'] = ResNet(depth=resnet_depth)
     return models
@@ -159,7 +169,8 @@ def cpu_peak_memory_in_child(name, args, layout):
     """
     cmd = [sys.executable, __file__, '--depth', str(args.depth), '--batch', str(args.batch),
            '--size', str(args.size), '--device', 'cpu', '--layouts', layout,
-           '--peak-memory-of', name] + (['--amp'] if args.amp else [])
+           '--peak-memory-of', name] + (['--amp'] if args.amp else []) + (
+               ['--with-cp'] if args.with_cp else [])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -220,7 +231,7 @@ def measure_layout(models, args, device, layout):
 
 def child_peak_memory(args):
     """``--peak-memory-of``: print one model's training-step peak as JSON."""
-    model = build_models(args.depth)[args.peak_memory_of]
+    model = build_models(args.depth, args.with_cp)[args.peak_memory_of]
     _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'), args.layouts[0])
     model.train()
     train_step()  # once first: one-off allocations (oneDNN's caches) are not the step's
@@ -249,12 +260,14 @@ def best(results, key, higher_is_better=True):
 
 
 def benchmark_backbones(args, device):
-    models = build_models(args.depth)
+    models = build_models(args.depth, args.with_cp)
     x = torch.randn(2, 3, 64, 64)
     same = check_same_function(models, x)
-    gmacs = {name: FlopAnalyzer(m, (torch.randn(1, 3, args.size, args.size), ))
+    plain = [name for name in models if not name.endswith(CP_SUFFIX)]  # a traced checkpoint fails
+    gmacs = {name: FlopAnalyzer(models[name], (torch.randn(1, 3, args.size, args.size), ))
              .unsupported_ops_warnings(False).uncalled_modules_warnings(False).total() / 1e9
-             for name, m in models.items()}  # still in eval mode
+             for name in plain}  # still in eval mode
+    gmacs.update({name: gmacs[name[:-len(CP_SUFFIX)]] for name in models if name not in plain})
     per_layout = {layout: measure_layout(models, args, device, layout) for layout in args.layouts}
     report = {}
     for name in models:
@@ -377,6 +390,8 @@ def parse_args():
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true',
                         help='autocast: float16 on CUDA, bfloat16 on the CPU')
+    parser.add_argument('--with-cp', action='store_true',
+                        help='add ours and upstream with gradient checkpointing (with_cp=True)')
     parser.add_argument('--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeat', type=int, default=5)
