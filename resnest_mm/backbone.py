@@ -1,5 +1,6 @@
 """The ResNeSt backbone for mmdet and mmseg."""
 import warnings
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -8,6 +9,7 @@ from mmengine.model import BaseModule, PretrainedInit, Sequential
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .bottleneck import ResNeStBottleneck
+from .recomputed_ops import RecomputedActivations, norm_relu
 
 
 @torch.fx.wrap
@@ -391,16 +393,20 @@ class ResNeSt(BaseModule):
     def forward(self, x):
         """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage outputs."""
         x = _check_input(x, self.in_channels)
-        if self.deep_stem:
-            x = self.stem(x)
-        else:
-            x = self.relu(self.norm1(self.conv1(x)))
-        x = self.maxpool(x)
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            x = getattr(self, layer_name)(x)
-            if i in self.out_indices:
-                outs.append(x)
+        rebuild = (self.training and torch.is_grad_enabled()
+                   and not isinstance(x, torch.fx.Proxy) and not torch.jit.is_tracing())
+        with RecomputedActivations() if rebuild else nullcontext():
+            if self.deep_stem:  # (conv, norm, relu) x 3
+                for i in range(0, len(self.stem), 3):
+                    x, _ = norm_relu(self.stem[i](x), self.stem[i + 1], self.stem[i + 2])
+            else:
+                x, _ = norm_relu(self.conv1(x), self.norm1, self.relu)
+            x = self.maxpool(x)
+            outs = []
+            for i, layer_name in enumerate(self.res_layers):
+                x = getattr(self, layer_name)(x)
+                if i in self.out_indices:
+                    outs.append(x)
         return tuple(outs)
 
     def train(self, mode=True):

@@ -9,6 +9,7 @@ from mmcv.cnn.bricks.drop import DropPath
 from mmengine.model import BaseModule
 
 from .dropblock import DropBlock2d
+from .recomputed_ops import norm_relu
 from .split_attention import SplitAttentionConv2d
 
 _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
@@ -175,10 +176,7 @@ class ResNeStBottleneck(BaseModule):
         return x
 
     def _residual(self, x):
-        out = self.norm1(self.conv1(x))
-        if self.dropblock1 is not None:
-            out = self.dropblock1(out)
-        out = self.relu(out)
+        out, _ = norm_relu(self.conv1(x), self.norm1, self.relu, self.dropblock1)
         out = self._run_plugins(out, 'after_conv1')
         if self.avg_down_stride and self.avd_first:
             out = self.avd_layer(out)

@@ -8,8 +8,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .dropblock import DropBlock2d
-from .recomputed_ops import (batch_norm_relu, recomputing_weighted_sum,
-                             supports_recompute, weighted_split_sum)
+from .recomputed_ops import norm_relu, recomputing_weighted_sum, weighted_split_sum
 
 
 class SplitAttentionConv2d(BaseModule):
@@ -139,14 +138,7 @@ class SplitAttentionConv2d(BaseModule):
     def forward(self, x):
         """(B, in_channels, H, W) -> (B, channels, H', W')."""
         c = self.conv(x)
-        recompute = self._recomputes_splits(c)
-        if recompute:
-            x, handle = batch_norm_relu(c, self.norm0)
-        else:
-            x = self.norm0(c)
-            if self.dropblock is not None:
-                x = self.dropblock(x)
-            x = self.relu(x)
+        x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock)
         batch = x.size(0)
         # mean, unlike adaptive_avg_pool2d, does not keep x for its backward
         gap = x.mean((2, 3), keepdim=True).view(batch, self.radix, self.channels, 1, 1).sum(1)
@@ -158,20 +150,9 @@ class SplitAttentionConv2d(BaseModule):
                                                   self.channels, 1, 1)
         else:
             atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
-        if recompute:
+        if handle is not None:  # training: keep c, not the splits
             return recomputing_weighted_sum(x, atten, handle)
         return weighted_split_sum(x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
-
-    def _recomputes_splits(self, c):
-        """Whether this step keeps ``c`` and rebuilds the splits in backward (:mod:`.recomputed_ops`).
-
-        Only where it is exact: a plain BatchNorm in training, no DropBlock
-        between it and the ReLU; not while tracing, which records plain ops.
-        """
-        return (torch.is_grad_enabled() and self.dropblock is None
-                and not isinstance(c, torch.fx.Proxy) and not torch.jit.is_tracing()
-                and supports_recompute(self.norm0, c))
-
 
 def _syncs_across_processes(norm):
     """Whether a SyncBatchNorm will gather statistics from other processes."""
