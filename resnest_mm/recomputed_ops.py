@@ -52,7 +52,7 @@ def _batch_norm_relu(c, norm):
         momentum = 1 / norm.num_batches_tracked.item() if norm.momentum is None else norm.momentum
     else:
         momentum = 0.0
-    shared = {}  # the output rebuilt by a later backward, reused by this op's backward
+    shared = {}  # see _rebuilt_output
     x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias, norm.running_mean,
                                            norm.running_var, momentum, norm.eps, shared)
     return x, (c, norm.weight, norm.bias, mean, invstd, shared)
@@ -64,6 +64,18 @@ def recomputing_weighted_sum(x, atten, handle):
     ``x``: ``(B, R*C, H, W)`` radix-major, ``atten``: ``(B, R, C, 1, 1)``.
     """
     return _RecomputingWeightedSum.apply(x, atten, *handle)
+
+
+def _rebuilt_output(shared, saved):
+    """The norm-ReLU output, rebuilt once and shared by the backwards that need it in turn.
+
+    A block's backward asks for it up to three times in a row: as the saved
+    input of the next op (through :class:`RecomputedActivations`), in the
+    weighted sum's backward, and in the ReLU's backward, which then drops it.
+    """
+    if 'x' not in shared:
+        shared['x'] = _recompute(*saved)
+    return shared['x']
 
 
 def _recompute(c, weight, bias, mean, invstd):
@@ -88,15 +100,15 @@ class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     def rebuild(ctx):
         """The output, from the saved input and statistics."""
-        return _recompute(*ctx.saved_tensors)
+        return _rebuilt_output(ctx.shared, ctx.saved_tensors)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_invstd):
-        c, weight, bias, mean, invstd = ctx.saved_tensors
-        x = ctx.shared.pop('x', None)
-        if x is None:
-            x = _recompute(c, weight, bias, mean, invstd)
+        saved = ctx.saved_tensors  # once: checkpointing allows a single unpack
+        c, weight, bias, mean, invstd = saved
+        x = _rebuilt_output(ctx.shared, saved)
+        ctx.shared.clear()  # the last user of the rebuilt output
         grad = torch.ops.aten.threshold_backward(grad, x, 0)  # the ReLU's backward
         del x
         grad_c, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
@@ -118,16 +130,14 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     def rebuild(ctx):
         """The output, from the saved conv output, statistics and attention."""
         atten, *bn = ctx.saved_tensors
-        splits = _recompute(*bn).unflatten(1, atten.shape[1:3])
+        splits = _rebuilt_output(ctx.shared, bn).unflatten(1, atten.shape[1:3])
         return weighted_split_sum(splits, atten, atten.size(1))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        atten, c, weight, bias, mean, invstd = ctx.saved_tensors
-        x = _recompute(c, weight, bias, mean, invstd)
-        ctx.shared['x'] = x  # for the ReLU's backward, next
-        splits = x.unflatten(1, atten.shape[1:3])  # (B, R, C, H, W)
+        atten, c, *_ = saved = ctx.saved_tensors
+        splits = _rebuilt_output(ctx.shared, saved[1:]).unflatten(1, atten.shape[1:3])  # (B, R, C, H, W)
         grad = grad.unsqueeze(1)  # (B, 1, C, H, W)
         grad_x = torch.empty_like(c)  # c's memory format
         torch.mul(grad, atten, out=grad_x.unflatten(1, atten.shape[1:3]))

@@ -1,4 +1,6 @@
-"""The backbone under torch.fx, torch.jit.trace, torch.compile and ONNX (onnxruntime)."""
+"""The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and ONNX (onnxruntime)."""
+import copy
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -44,6 +46,18 @@ def test_torch_compile_output_equals_eager():
         compiled = torch.compile(model)(x)
     for a, b in zip(compiled, expected):
         assert rel_err(a, b) <= 1e-5
+
+
+def test_batchnorm_folds_into_the_convs_for_inference():
+    """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair of ours."""
+    from mmcv.cnn import fuse_conv_bn
+    model = _model().eval()
+    fused = fuse_conv_bn(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = images((2, 3, 64, 64))
+    with torch.no_grad():
+        for a, b in zip(fused(x), model(x)):
+            assert rel_err(a, b) <= 1e-5
 
 
 def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
