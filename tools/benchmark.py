@@ -242,7 +242,7 @@ def child_peak_memory(args):
 
 def matmul_peak_gflops(device, amp, args):
     """GFLOP/s of a large square matrix product: the machine's practical peak."""
-    n = 8192 if device.type == 'cuda' else 2048
+    n = 8192 if device.type == 'cuda' else 4096
     dtype = (torch.float16 if device.type == 'cuda' else torch.bfloat16) if amp else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -402,8 +402,11 @@ def parse_args():
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--peak-memory-of', help=argparse.SUPPRESS)  # the memory child's model
     args = parser.parse_args()
-    if args.batch < 1 or args.size < 32 or args.repeat < 1 or args.warmup < 0:
-        parser.error('need --batch >= 1, --size >= 32, --repeat >= 1 and --warmup >= 0')
+    if min(args.batch, args.det_batch) < 2:
+        parser.error('--batch and --det-batch must be at least 2: upstream ResNeSt cannot '
+                     'train on one image (its attention BatchNorm needs two values per channel)')
+    if args.size < 32 or args.repeat < 1 or args.warmup < 0:
+        parser.error('need --size >= 32, --repeat >= 1 and --warmup >= 0')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: this torch has no CUDA device')
     return args
