@@ -86,6 +86,17 @@ def setup_distributed(cfg, launcher):
     return cfg
 
 
+def finish_distributed():
+    """Tear down the process group, if any, before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads are sometimes
+    destroyed while still running, and the process aborts ("terminate called
+    without an active exception") after a finished run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _sync_bn_to_bn(node):
     if isinstance(node, dict):
         node = type(node)({k: _sync_bn_to_bn(v) for k, v in node.items()})

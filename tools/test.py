@@ -16,8 +16,8 @@ from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
 from resnest_mm.dataset_checks import check_datasets
-from resnest_mm.runner_setup import (add_common_args, load_config, parse_args,
-                                     setup_distributed, task_of)
+from resnest_mm.runner_setup import (add_common_args, finish_distributed, load_config,
+                                     parse_args, setup_distributed, task_of)
 
 
 def get_args():
@@ -71,6 +71,7 @@ def main():
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
 from resnest_mm.dataset_checks import check_datasets
 from resnest_mm.runner_setup import (add_common_args, latest_checkpoint, load_config,
-                                     parse_args, setup_distributed)
+                                     finish_distributed, parse_args, setup_distributed)
 
 
 def get_args():
@@ -58,6 +58,7 @@ def main():
     setup_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':
