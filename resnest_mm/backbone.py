@@ -9,7 +9,7 @@ from mmengine.model import BaseModule, PretrainedInit, Sequential
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .bottleneck import ResNeStBottleneck
-from .recomputed_ops import RecomputedActivations, norm_relu
+from .recomputed_ops import RecomputedActivations, norm_relu, tracing
 
 
 @torch.fx.wrap
@@ -393,8 +393,7 @@ class ResNeSt(BaseModule):
     def forward(self, x):
         """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage outputs."""
         x = _check_input(x, self.in_channels)
-        rebuild = (self.training and torch.is_grad_enabled()
-                   and not isinstance(x, torch.fx.Proxy) and not torch.jit.is_tracing())
+        rebuild = self.training and torch.is_grad_enabled() and not tracing(x)
         with RecomputedActivations() if rebuild else nullcontext():
             if self.deep_stem:  # (conv, norm, relu) x 3
                 for i in range(0, len(self.stem), 3):

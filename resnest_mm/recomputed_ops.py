@@ -34,16 +34,23 @@ def norm_relu(c, norm, relu, dropblock=None):
     """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c`` instead, a handle.
 
     The handle (for :func:`recomputing_weighted_sum`) is None on the plain
-    path: eval mode, no gradient, other norms, a DropBlock between, tracing.
+    path: eval mode, no gradient, other norms, a DropBlock between, tracing,
+    and torch.compile (whose partitioner chooses what to recompute itself).
     """
-    if (dropblock is None and torch.is_grad_enabled() and not isinstance(c, torch.fx.Proxy)
-            and not torch.jit.is_tracing() and type(norm) is torch.nn.BatchNorm2d
+    if (dropblock is None and torch.is_grad_enabled() and not tracing(c)
+            and type(norm) is torch.nn.BatchNorm2d
             and norm.training and norm.affine and c.dtype == norm.weight.dtype):
         return _batch_norm_relu(c, norm)
     x = norm(c)
     if dropblock is not None:
         x = dropblock(x)
     return relu(x), None
+
+
+def tracing(x):
+    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile rather than eager."""
+    return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
+            or torch.compiler.is_compiling())
 
 
 def _batch_norm_relu(c, norm):

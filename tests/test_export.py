@@ -48,6 +48,22 @@ def test_torch_compile_output_equals_eager():
         assert rel_err(a, b) <= 1e-5
 
 
+def test_torch_compile_trains_like_eager():
+    """A compiled training step: same outputs and gradients (fp64, so no ReLU decision flips)."""
+    model = _model().double().train()
+    compiled_model = copy.deepcopy(model)
+    x = images((2, 3, 64, 64)).double()
+    expected = model(x)
+    compiled = torch.compile(compiled_model)(x)
+    for out in (expected, compiled):
+        sum((o * o).sum() for o in out).backward()
+    for a, b in zip(compiled, expected):
+        assert rel_err(a, b) <= 1e-10
+    params = dict(model.named_parameters())
+    for key, p in compiled_model.named_parameters():
+        torch.testing.assert_close(p.grad, params[key].grad, rtol=1e-8, atol=1e-10)
+
+
 def test_batchnorm_folds_into_the_convs_for_inference():
     """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair of ours."""
     from mmcv.cnn import fuse_conv_bn
