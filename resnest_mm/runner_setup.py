@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
 
 #: default_scope of a config -> the task it trains
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
@@ -59,6 +61,20 @@ def task_of(cfg, path='the config'):
             "an mmdet or mmseg base config (they set default_scope='mmdet' or "
             "'mmseg'), or set default_scope yourself.")
     return TASKS[scope]
+
+
+def build_model(cfg):
+    """``cfg.model`` from its task's registry, for one process (SyncBN as BN).
+
+    ``init_weights`` is not called, so no pretrained weights are downloaded:
+    the weights are as constructed until a checkpoint is loaded.
+    """
+    init_default_scope(cfg.default_scope)
+    if task_of(cfg) == 'detection':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 def setup_distributed(cfg, launcher):

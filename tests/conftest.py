@@ -101,10 +101,15 @@ def tool(name):
     return [sys.executable, str(ROOT / 'tools' / name)]
 
 
+def run_unchecked(args, timeout=600, env=None):
+    """Run ``args`` in the repository root as a user would; return the finished process."""
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
 def run(args, timeout=600, env=None):
-    """Run ``args`` in the repository root as a user would; assert success, return the output."""
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    """:func:`run_unchecked`, asserting success; return the output."""
+    proc = run_unchecked(args, timeout, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 

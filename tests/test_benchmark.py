@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run, tool
+from conftest import run, run_unchecked, tool
 
 
 def test_benchmark_reports_every_model_and_the_detector(tmp_path):
@@ -33,9 +33,5 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
 
 
 def test_benchmark_refuses_a_batch_upstream_cannot_train():
-    import subprocess
-
-    from conftest import ROOT
-    proc = subprocess.run(tool('benchmark.py') + ['--batch', '1'], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = run_unchecked(tool('benchmark.py') + ['--batch', '1'])
     assert proc.returncode == 2 and 'at least 2' in proc.stderr

@@ -6,10 +6,10 @@ import torch
 from mmcv.ops import ModulatedDeformConv2dPack
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import resnest_mm
+from resnest_mm.runner_setup import build_model
 
 CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
 CONFIGS = sorted(CONFIG_DIR.glob('**/*.py'))
@@ -52,15 +52,13 @@ def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
 def test_config_builds_ours_and_runs(path):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports['imports'] == ['resnest_mm']
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
     backbone = cfg.model.backbone
     if 'demo' not in path.parts:  # the real recipes: ImageNet weights by short name
         assert backbone.init_cfg['checkpoint'] == f'resnest{backbone.depth}'
         assert backbone.norm_cfg['type'] == 'SyncBN' and not backbone.norm_eval
         assert backbone.frozen_stages == 1
     _fewer_proposals(cfg.model)  # speed: the recipes sample 2000 proposals and 512 RoIs per image
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # no init_weights: no download
+    model = build_model(cfg)  # no init_weights: no download
     assert isinstance(model.backbone, resnest_mm.ResNeSt)
 
     num_classes = cfg.model.roi_head.bbox_head[0]['num_classes'] if isinstance(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run, tool
+from conftest import ROOT, run, run_unchecked, tool
 from resnest_mm.demo_data import make_coco_shapes
 from resnest_mm.run_logs import read_scalars
 from resnest_mm.runner_setup import latest_checkpoint
@@ -195,14 +195,12 @@ def test_bad_dataset_fails_before_any_model_is_built(tmp_path, mutate, message):
     root = tmp_path / 'coco'
     make_coco_shapes(root, num_train=2, num_val=1, image_size=(64, 64))
     mutate(root)
-    proc = subprocess.run(tool('train.py') + [tiny_config(tmp_path, root)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_unchecked(tool('train.py') + [tiny_config(tmp_path, root)], timeout=300)
     assert proc.returncode != 0
     assert 'DatasetError' in proc.stderr and message in proc.stderr
     assert 'Epoch(train)' not in proc.stdout + proc.stderr
 
 
 def test_missing_config_is_named():
-    proc = subprocess.run(tool('train.py') + ['configs/detection/nope.py'], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_unchecked(tool('train.py') + ['configs/detection/nope.py'], timeout=300)
     assert proc.returncode != 0 and "config file not found: 'configs/detection/nope.py'" in proc.stderr

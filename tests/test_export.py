@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import ROOT, images, randomize_, rel_err, run, tool
+from conftest import images, randomize_, rel_err, run, run_unchecked, tool
 from resnest_mm import ResNeSt
 
 
@@ -109,8 +109,6 @@ def test_onnx_export_of_a_config_model(tmp_path, config):
 
 
 def test_onnx_export_refuses_a_missing_config(tmp_path):
-    import subprocess
-    proc = subprocess.run(tool('export_onnx.py') + ['configs/nope.py', str(tmp_path / 'x.onnx')],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_unchecked(tool('export_onnx.py') + ['configs/nope.py', str(tmp_path / 'x.onnx')])
     assert proc.returncode != 0
     assert 'config file not found' in proc.stderr

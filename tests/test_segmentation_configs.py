@@ -4,12 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 import resnest_mm
+from resnest_mm.runner_setup import build_model
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(ROOT.glob('configs/segmentation/**/*.py'))
@@ -26,13 +25,6 @@ def test_the_ten_reference_configs_are_there():
                  for head in ('fcn', 'pspnet', 'deeplabv3plus')
                  for schedule in ('4xb4-160k_ade20k-512x512', '4xb2-80k_cityscapes-512x1024')}
     assert {p.name for p in REAL} == expected
-
-
-def build(cfg):
-    """The segmentor, SyncBN as BN, no init_weights (it would download)."""
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
-    return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 @pytest.mark.parametrize('path', REAL, ids=lambda p: p.stem)
@@ -64,7 +56,7 @@ def test_config_is_the_reference_recipe(path):
 def test_config_builds_ours_and_runs(path):
     cfg = Config.fromfile(path)
     cfg.model.data_preprocessor.size = (64, 64)  # the recipes pad to their crop size
-    model = build(cfg)
+    model = build_model(cfg)
     assert isinstance(model.backbone, resnest_mm.ResNeSt)
     num_classes = model.decode_head.num_classes
     assert num_classes == (150 if 'ade20k' in path.name else 19)
@@ -103,10 +95,10 @@ def test_the_backbone_init_cfg_is_the_only_source_of_weights(tmp_path):
     path = tmp_path / 'resnest50.pth'
     torch.save(reference.state_dict(), path)
     cfg.model.backbone.init_cfg.checkpoint = str(path)  # in place of the download
-    model = build(cfg)
+    model = build_model(cfg)
     model.init_weights()
     assert torch.equal(model.backbone.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
 
     cfg.model.pretrained = 'open-mmlab://resnest50'
     with pytest.raises(ValueError, match='init_cfg and pretrained cannot be set at the same'):
-        build(cfg)
+        build_model(cfg)

@@ -1,8 +1,6 @@
 """Segmentation data: the demo generators, the Cityscapes conversion and the dataset checks."""
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +8,11 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
+from conftest import ROOT, run_unchecked, tool
 from resnest_mm.dataset_checks import DatasetError, check_datasets
 from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes
 from resnest_mm.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
 
-ROOT = Path(__file__).parents[1]
 DEMOS = {name: next(ROOT.glob(f'configs/segmentation/demo/*_{name}-demo-*.py'))
          for name in ('ade20k', 'cityscapes')}
 # The official Cityscapes table (Cordts et al. 2016; cityscapesscripts/helpers/labels.py):
@@ -83,8 +81,7 @@ def test_cityscapes_generator_writes_the_published_layout_and_format(tmp_path):
 
 
 def convert(root, *args):
-    return subprocess.run([sys.executable, str(ROOT / 'tools/convert_cityscapes.py'), str(root),
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return run_unchecked(tool('convert_cityscapes.py') + [str(root), *args], timeout=120)
 
 
 def test_conversion_reproduces_the_official_train_ids_and_reruns_safely(tmp_path):
@@ -228,10 +225,9 @@ def test_a_split_list_names_the_images_checked(ade20k, tmp_path):
 
 def test_check_dataset_tool_fails_in_seconds_with_the_fix(cityscapes, tmp_path):
     root, _ = cityscapes
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools/check_dataset.py'), str(DEMOS['cityscapes']),
-         '--cfg-options', f'train_dataloader.dataset.data_root={root}'],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_unchecked(tool('check_dataset.py') + [
+        str(DEMOS['cityscapes']), '--cfg-options', f'train_dataloader.dataset.data_root={root}'],
+        timeout=120)
     assert proc.returncode == 1
     assert f'DatasetError: 3 of 3 images in {root}/leftImg8bit/train' in proc.stderr
     assert 'python tools/convert_cityscapes.py' in proc.stderr

@@ -4,13 +4,12 @@ Each tool runs as a user runs it, in its own process, on the demo configs
 (depth 14): two iterations with a checkpoint, resumed for two more, then
 evaluated in whole-image and sliding-window inference.
 """
-import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run, tool
+from conftest import ROOT, run, run_unchecked, tool
 from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes
 from resnest_mm.run_logs import read_scalars
 
@@ -90,8 +89,7 @@ def test_unconverted_cityscapes_fails_before_any_model_is_built(tmp_path):
     base = next(ROOT.glob('configs/segmentation/demo/*_cityscapes-demo-*.py'))
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(TINY.format(base=base, data_root=tmp_path / 'data'))
-    proc = subprocess.run(tool('train.py') + [str(cfg)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_unchecked(tool('train.py') + [str(cfg)], timeout=300)
     assert proc.returncode != 0
     assert 'DatasetError: 2 of 2 images' in proc.stderr
     assert 'python tools/convert_cityscapes.py' in proc.stderr

@@ -281,22 +281,16 @@ def benchmark_backbones(args, device):
 
 
 def build_detector(backbone):
-    """Faster R-CNN S-50 FPN from our COCO config, in a single process, random weights."""
+    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with ``backbone``'s ResNeSt."""
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
 
-    init_default_scope('mmdet')
-    cfg = Config.fromfile(DETECTOR_CONFIG)
-    cfg.model.backbone.init_cfg = None
-    detector = revert_sync_batchnorm(MODELS.build(cfg.model))
+    from resnest_mm.runner_setup import build_model, load_config
+    cfg = load_config(str(DETECTOR_CONFIG))
+    detector = build_model(cfg)
     if backbone == 'upstream mmdet':
         kwargs = {k: v for k, v in cfg.model.backbone.items() if k != 'type'}
-        upstream = revert_sync_batchnorm(UpstreamResNeSt(**kwargs))
-        upstream.load_state_dict(detector.backbone.state_dict())
-        detector.backbone = upstream
+        detector.backbone = revert_sync_batchnorm(UpstreamResNeSt(**kwargs))
     return detector
 
 

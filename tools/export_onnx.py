@@ -54,28 +54,14 @@ def build_backbone(args):
 
 
 def build_from_config(args):
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
-    from resnest_mm.runner_setup import load_config, task_of
+    from resnest_mm.runner_setup import build_model, load_config, task_of
     cfg = load_config(args.target)  # names the problem on a missing or scope-less config
-    task = task_of(cfg, args.target)
-    init_default_scope(cfg.default_scope)
-    cfg.model.pop('pretrained', None)
-    if cfg.model.get('backbone', {}).get('init_cfg'):
-        cfg.model.backbone.init_cfg = None  # weights come from --checkpoint
-    if task == 'segmentation':
-        from mmseg.registry import MODELS
-        model = revert_sync_batchnorm(MODELS.build(cfg.model))
-        wrapped = SegmentorLogits(model)
-    else:
-        from mmdet.registry import MODELS
-        model = revert_sync_batchnorm(MODELS.build(cfg.model))
-        wrapped = DetectorFeatures(model)
+    model = build_model(cfg)
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location='cpu')
-    return wrapped
+    return SegmentorLogits(model) if task_of(cfg) == 'segmentation' else DetectorFeatures(model)
 
 
 def max_relative_error(onnx_outputs, torch_outputs):
