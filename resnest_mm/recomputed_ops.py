@@ -87,9 +87,9 @@ def _rebuilt_output(shared, saved):
 
 def _recompute(c, weight, bias, mean, invstd):
     """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch statistics."""
-    scale = (invstd * weight).view(1, -1, 1, 1)
-    shift = (bias - mean * invstd * weight).view(1, -1, 1, 1)
-    return torch.addcmul(shift, c, scale).relu_()
+    scale = invstd * weight
+    return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), c,
+                         scale.view(1, -1, 1, 1)).relu_()
 
 
 class _BatchNormReLU(torch.autograd.Function):

@@ -154,6 +154,7 @@ class SplitAttentionConv2d(BaseModule):
             return recomputing_weighted_sum(x, atten, handle)
         return weighted_split_sum(x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
 
+
 def _syncs_across_processes(norm):
     """Whether a SyncBatchNorm will gather statistics from other processes."""
     return (isinstance(norm, nn.SyncBatchNorm) and dist.is_available()
