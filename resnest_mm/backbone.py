@@ -8,8 +8,10 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, PretrainedInit, Sequential
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .architectures import STAGE_BLOCKS
 from .bottleneck import ResNeStBottleneck
 from .recomputed_ops import RecomputedActivations, norm_relu, tracing
+from .weights import load_pretrained
 
 
 @torch.fx.wrap
@@ -110,13 +112,8 @@ class ResNeSt(BaseModule):
     """
 
     arch_settings = {
-        14: (ResNeStBottleneck, (1, 1, 1, 1)),
-        26: (ResNeStBottleneck, (2, 2, 2, 2)),
-        50: (ResNeStBottleneck, (3, 4, 6, 3)),
-        101: (ResNeStBottleneck, (3, 4, 23, 3)),
-        152: (ResNeStBottleneck, (3, 8, 36, 3)),
-        200: (ResNeStBottleneck, (3, 24, 36, 3)),
-        269: (ResNeStBottleneck, (3, 30, 48, 8)),
+        depth: (ResNeStBottleneck, blocks)
+        for depth, blocks in STAGE_BLOCKS.items()
     }
 
     def __init__(self,
@@ -365,8 +362,6 @@ class ResNeSt(BaseModule):
         converts any known layout, checks the architecture and refuses missing
         weights. Other entries (e.g. ``Kaiming``) still run first.
         """
-        from .weights import load_pretrained  # weights.py imports this module
-
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
         pretrained = [c for c in cfgs if c and c['type'] in ('Pretrained', PretrainedInit)]
         if self.is_init or not pretrained:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from mmengine.logging import print_log
 
-from .backbone import ResNeSt
+from .architectures import STAGE_BLOCKS
 from .safe_load import load_checkpoint_safely
 
 # The authors' release files (the `resnest` 0.0.5 package fetches the same
@@ -69,7 +69,7 @@ _PLAIN_KEY = re.compile(
     r'(stem\.\d+|layer\d+\.\d+\.'
     r'(conv1|bn1|conv2\.(conv|bn0|fc1|bn1|fc2)|conv3|bn3|downsample\.\d+))'
     r'\.(weight|bias|running_mean|running_var)')
-_DEPTHS = {blocks: depth for depth, (_, blocks) in ResNeSt.arch_settings.items()}
+_DEPTHS = {blocks: depth for depth, blocks in STAGE_BLOCKS.items()}
 
 
 @dataclass

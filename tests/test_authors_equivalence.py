@@ -3,9 +3,10 @@ import pytest
 import torch
 from resnest.torch import ablation, resnest
 
-from conftest import authors_layer4, images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import ResNeSt
 from resnest_mm.weights import convert_checkpoint
+from resnest_mm.tooling.references import authors_layer4
 
 MODELS = {
     # authors' constructor: our arguments

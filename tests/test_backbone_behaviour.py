@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 
-from conftest import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import ResNeSt, SplitAttentionConv2d
 
 

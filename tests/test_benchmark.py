@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run, run_unchecked, tool
+from helpers import run, run_unchecked, tool
 
 
 def test_benchmark_reports_every_model_and_the_detector(tmp_path):

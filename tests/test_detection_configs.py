@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import resnest_mm
-from resnest_mm.runner_setup import build_model
+from resnest_mm.tooling.runner_setup import build_model
 
 CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
 CONFIGS = sorted(CONFIG_DIR.glob('**/*.py'))

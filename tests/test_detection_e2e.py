@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run, run_unchecked, tool
-from resnest_mm.demo_data import make_coco_shapes
-from resnest_mm.run_logs import read_scalars
-from resnest_mm.runner_setup import latest_checkpoint
+from helpers import ROOT, run, run_unchecked, tool
+from resnest_mm.tooling.demo_data import make_coco_shapes
+from resnest_mm.tooling.run_logs import read_scalars
+from resnest_mm.tooling.runner_setup import latest_checkpoint
 
 DEMO = ROOT / 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
 ITERS_PER_EPOCH = 4  # 8 training images, batch 2

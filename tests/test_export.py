@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import images, randomize_, rel_err, run, run_unchecked, tool
+from helpers import images, randomize_, rel_err, run, run_unchecked, tool
 from resnest_mm import ResNeSt
 
 

@@ -4,7 +4,7 @@ import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 from mmdet.models.backbones.resnest import SplitAttentionConv2d as UpstreamSplitAttention
 
-from conftest import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import ResNeSt, SplitAttentionConv2d
 
 

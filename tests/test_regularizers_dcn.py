@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmcv.ops import ModulatedDeformConv2dPack
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 
-from conftest import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import MMDetResNeSt, ResNeSt, ResNeStBottleneck
 from resnest_mm.dropblock import DropBlock2d
 

@@ -8,7 +8,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 import resnest_mm
-from resnest_mm.runner_setup import build_model
+from resnest_mm.tooling.runner_setup import build_model
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(ROOT.glob('configs/segmentation/**/*.py'))

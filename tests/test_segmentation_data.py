@@ -8,10 +8,10 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from conftest import ROOT, run_unchecked, tool
-from resnest_mm.dataset_checks import DatasetError, check_datasets
-from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes
-from resnest_mm.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
+from helpers import ROOT, run_unchecked, tool
+from resnest_mm.tooling.dataset_checks import DatasetError, check_datasets
+from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_cityscapes_scenes
+from resnest_mm.tooling.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
 
 DEMOS = {name: next(ROOT.glob(f'configs/segmentation/demo/*_{name}-demo-*.py'))
          for name in ('ade20k', 'cityscapes')}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run, run_unchecked, tool
-from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes
-from resnest_mm.run_logs import read_scalars
+from helpers import ROOT, run, run_unchecked, tool
+from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_cityscapes_scenes
+from resnest_mm.tooling.run_logs import read_scalars
 
 TINY = '''
 _base_ = '{base}'

@@ -4,7 +4,7 @@ import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 from mmseg.models.backbones.resnest import ResNeSt as MMSegUpstream
 
-from conftest import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import MMDetResNeSt, MMSegResNeSt
 
 TOL = 1e-5

@@ -19,9 +19,10 @@ from mmseg.models.backbones.resnest import ResNeSt as MMSegUpstream
 from resnest.torch import resnest
 from resnest.torch.resnet import Bottleneck, ResNet
 
-from conftest import authors_layer4, images, randomize_, rel_err
+from helpers import images, randomize_, rel_err
 from resnest_mm import CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt, ResNeSt, weights
 from resnest_mm.weights import load_pretrained
+from resnest_mm.tooling.references import authors_layer4
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,6 +35,7 @@ from mmengine.analysis import FlopAnalyzer
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from resnest_mm import ResNeSt, convert_checkpoint  # noqa: E402
+from resnest_mm.tooling.references import authors_layer4  # noqa: E402
 
 DETECTOR_CONFIG = (Path(__file__).parents[1] / 'configs/detection/'
                    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
@@ -53,9 +54,7 @@ class AuthorsBackbone(torch.nn.Module):
         self.net = net
 
     def forward(self, x):
-        n = self.net
-        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        return authors_layer4(self.net, x)
 
 
 def build_models(depth, with_cp=False):
@@ -285,7 +284,7 @@ def build_detector(backbone):
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
     from mmengine.model import revert_sync_batchnorm
 
-    from resnest_mm.runner_setup import build_model, load_config
+    from resnest_mm.tooling.runner_setup import build_model, load_config
     cfg = load_config(str(DETECTOR_CONFIG))
     detector = build_model(cfg)
     if backbone == 'upstream mmdet':

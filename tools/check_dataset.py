@@ -11,8 +11,8 @@ import sys
 
 from mmengine.config import DictAction
 
-from resnest_mm.dataset_checks import CHECKS, DatasetError, check_datasets
-from resnest_mm.runner_setup import load_config
+from resnest_mm.tooling.dataset_checks import CHECKS, DatasetError, check_datasets
+from resnest_mm.tooling.runner_setup import load_config
 
 
 def main():

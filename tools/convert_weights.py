@@ -19,6 +19,7 @@ import sys
 import torch
 
 from resnest_mm import ResNeSt, load_checkpoint_safely
+from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import (convert_checkpoint, key_summary, load_converted, read_architecture,
                                 resolve_checkpoint)
 
@@ -102,8 +103,7 @@ def build_reference(converted, arch, source_state_dict):
         weights = {k: v for k, v in weights.items() if not k.startswith('fc.')}
 
         def forward(x):
-            x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-            return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+            return authors_layer4(model, x)
     else:
         if converted.scheme == 'mmpretrain':
             from mmpretrain.models.backbones import ResNeSt as Reference

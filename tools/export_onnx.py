@@ -56,7 +56,7 @@ def build_backbone(args):
 def build_from_config(args):
     from mmengine.runner import load_checkpoint
 
-    from resnest_mm.runner_setup import build_model, load_config, task_of
+    from resnest_mm.tooling.runner_setup import build_model, load_config, task_of
     cfg = load_config(args.target)  # names the problem on a missing or scope-less config
     model = build_model(cfg)
     if args.checkpoint:

@@ -11,7 +11,7 @@ from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
-from resnest_mm.runner_setup import load_config, task_of
+from resnest_mm.tooling.runner_setup import load_config, task_of
 
 
 def main():

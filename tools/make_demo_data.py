@@ -10,7 +10,7 @@ Cityscapes, as the real one, then needs its training labels:
 import argparse
 import time
 
-from resnest_mm.demo_data import make_ade20k_scenes, make_cityscapes_scenes, make_coco_shapes
+from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_cityscapes_scenes, make_coco_shapes
 
 GENERATORS = {'coco': make_coco_shapes, 'ade20k': make_ade20k_scenes,
               'cityscapes': make_cityscapes_scenes}

@@ -15,8 +15,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
-from resnest_mm.dataset_checks import check_datasets
-from resnest_mm.runner_setup import (add_common_args, finish_distributed, load_config,
+from resnest_mm.tooling.dataset_checks import check_datasets
+from resnest_mm.tooling.runner_setup import (add_common_args, finish_distributed, load_config,
                                      parse_args, setup_distributed, task_of)
 
 

@@ -1,0 +1,109 @@
+"""What the tests share: random weights, relative errors, running the tools.
+
+Imported by the tests as ``from helpers import ...`` (pytest puts ``tests/`` on
+``sys.path``); ``conftest.py`` keeps only fixtures.
+"""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def rel_err(actual, expected):
+    """Relative error ``||actual - expected|| / ||expected||`` (L2 norm over all elements)."""
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+
+
+def images(shape, generator=None):
+    """A random batch whose samples differ in brightness, contrast and colour, as photos do.
+
+    Plain ``randn`` samples all pool to nearly the same vector, so the
+    attention norms would only see rounding noise: a chaotic regime that no
+    trained network runs in, where fp32 rounding alone changes the output.
+    """
+    b, c = shape[:2]
+    return (torch.randn(shape, generator=generator)
+            * (torch.rand(b, 1, 1, 1, generator=generator) + 0.5)
+            + torch.randn(b, c, 1, 1, generator=generator))
+
+
+def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
+    """Give every parameter and BN statistic a random value, as a trained network has.
+
+    Zero-initialised norms or default running stats would hide differences,
+    so nothing is left at its initial value. Like trained ResNets, each
+    block's last norm (``bn3``) has a small scale, shrinking with the number
+    of blocks as in Fixup (Zhang et al. 2019), and the running statistics
+    are measured on a batch of :func:`images` of shape ``calibrate_on``
+    (None: keep them random), so activations keep their scale through depth
+    instead of growing block after block.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(t, scale=1.0, shift=0.0):
+        return torch.randn(t.shape, generator=gen) * scale + shift
+
+    n_blocks = sum(1 for name, _ in model.named_modules() if name.endswith('bn3'))
+    residual_scale = 0.1 * min(1.0, (16 / max(n_blocks, 1))**0.5)
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels // m.groups * math.prod(m.kernel_size)
+                m.weight.copy_(rand(m.weight, math.sqrt(2.0 / fan_in)))
+                if m.bias is not None:
+                    m.bias.copy_(rand(m.bias, 0.1))
+            elif isinstance(m, _BatchNorm):
+                m.weight.copy_(rand(m.weight, 0.2, 1.0))
+                if name.endswith('bn3'):
+                    m.weight.mul_(residual_scale)
+                m.bias.copy_(rand(m.bias, 0.1))
+                m.running_mean.copy_(rand(m.running_mean, 0.1))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(rand(m.weight, 0.01))
+                m.bias.zero_()
+    if calibrate_on is not None:
+        _calibrate_bn_(model, images(calibrate_on, gen))
+    return model
+
+
+def _calibrate_bn_(model, x):
+    """Set every BN's running statistics to those of ``x``'s forward pass."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:  # directly: upstream's train() keeps BN in eval with norm_eval
+        m.train()
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: after one batch, exactly its statistics
+    with torch.no_grad():
+        model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return model
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def tool(name):
+    """The command line that runs ``tools/<name>`` with this interpreter."""
+    return [sys.executable, str(ROOT / 'tools' / name)]
+
+
+def run_unchecked(args, timeout=600, env=None):
+    """Run ``args`` in the repository root as a user would; return the finished process."""
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def run(args, timeout=600, env=None):
+    """:func:`run_unchecked`, asserting success; return the output."""
+    proc = run_unchecked(args, timeout, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
