@@ -1,4 +1,5 @@
 """The ResNeSt backbone for mmdet and mmseg."""
+import math
 import warnings
 from contextlib import nullcontext
 
@@ -47,6 +48,13 @@ class ResNeSt(BaseModule):
     ``H_i = ceil(H / s_i)`` with ``s_i = 4 * prod(strides[:i + 1])``; e.g.
     for 225x223 and the default strides, the stages give 57x56, 29x28, 15x14
     and 8x7.
+
+    ``out_channels`` and ``out_strides`` give, per output (in the order
+    ``forward`` returns them: stage order), its channels and its stride
+    ``s_i`` (dilation keeps it, so OS8/OS16 settings report 8 or 16), e.g.
+    ``(256, 512, 1024, 2048)`` and ``(4, 8, 16, 32)``. A neck can be sized
+    from them before any forward, as with detectron2's ``output_shape()``
+    or timm's ``feature_info``, without mmdet or mmseg.
 
     Args:
         groups (int): Cardinality of the split-attention conv. Default: 1.
@@ -322,6 +330,27 @@ class ResNeSt(BaseModule):
                     drop_path_rate=drop_path_rate,
                     **block_kwargs))
         return Sequential(*blocks)
+
+    def _out_stages(self):
+        """The stages ``forward`` returns, in its order (stage order)."""
+        return [i for i in range(len(self.res_layers))
+                if i in self.out_indices]
+
+    @property
+    def out_channels(self):
+        """tuple[int]: each output's channels, ``4 * base_channels * 2**i``."""
+        return tuple(self.block.expansion * self.base_channels * 2**i
+                     for i in self._out_stages())
+
+    @property
+    def out_strides(self):
+        """tuple[int]: input-to-output size ratio of each output.
+
+        4 for the stem, times each stage's stride; dilated stages keep it.
+        """
+        strides = [4 * math.prod(self.strides[:i + 1])
+                   for i in range(len(self.res_layers))]
+        return tuple(strides[i] for i in self._out_stages())
 
     @property
     def norm1(self):

@@ -12,6 +12,7 @@ import torch
 from mmengine.analysis import FlopAnalyzer
 
 from resnest_mm import ResNeSt
+from resnest_mm.architectures import STEM_CHANNELS
 
 # The paper's fvcore numbers at 224x224 include the 1000-way classifier
 # (2048 * 1000 + 1000 parameters, 2.05 M multiply-adds); subtract it to compare.
@@ -34,7 +35,7 @@ def main():
     print(header + '\n' + '-' * len(header))
     for depth in args.depths:
         start = time.perf_counter()
-        model = ResNeSt(depth=depth, stem_channels=64 if depth <= 50 else 128).eval()
+        model = ResNeSt(depth=depth, stem_channels=STEM_CHANNELS[depth]).eval()
         x = torch.randn(1, 3, args.size, args.size)
         shapes = ' '.join('x'.join(map(str, o.shape[1:])) for o in model(x))
         # Element-wise ops are not multiply-adds; fvcore skips them too, silently.

@@ -35,6 +35,7 @@ from mmengine.analysis import FlopAnalyzer
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from resnest_mm import ResNeSt, convert_checkpoint  # noqa: E402
+from resnest_mm.architectures import STEM_CHANNELS  # noqa: E402
 from resnest_mm.tooling.references import authors_layer4  # noqa: E402
 
 DETECTOR_CONFIG = (Path(__file__).parents[1] / 'configs/detection/'
@@ -65,7 +66,7 @@ def build_models(depth, with_cp=False):
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
 
-    stem = 64 if depth <= 50 else 128  # the authors' widths
+    stem = STEM_CHANNELS[depth]  # the authors' widths
     ours = ResNeSt(depth=depth, stem_channels=stem)
     models = {'ours': ours, 'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)}
     if with_cp:

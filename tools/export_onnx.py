@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from resnest_mm import ResNeSt, load_pretrained  # noqa: E402
+from resnest_mm.architectures import STEM_CHANNELS  # noqa: E402
 
 
 class SegmentorLogits(torch.nn.Module):
@@ -47,7 +48,7 @@ class DetectorFeatures(torch.nn.Module):
 
 
 def build_backbone(args):
-    model = ResNeSt(depth=args.depth, stem_channels=64 if args.depth <= 50 else 128)
+    model = ResNeSt(depth=args.depth, stem_channels=STEM_CHANNELS[args.depth])
     if args.weights:
         print(load_pretrained(model, args.weights))
     return model
