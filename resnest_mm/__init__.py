@@ -8,6 +8,12 @@ mmdet's and mmseg's model registries (whichever are installed), and lets
 from .backbone import ResNeSt
 from .bottleneck import ResNeStBottleneck
 from .registration import MMDetResNeSt, MMSegResNeSt, register_all
+from .releases import (RELEASES, build_release, resnest50,
+                       resnest50_fast_1s1x64d, resnest50_fast_1s2x40d,
+                       resnest50_fast_1s4x24d, resnest50_fast_2s1x64d,
+                       resnest50_fast_2s2x40d, resnest50_fast_4s1x64d,
+                       resnest50_fast_4s2x40d, resnest101, resnest200,
+                       resnest269)
 from .safe_load import (CorruptCheckpointError, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, load_checkpoint_safely)
 from .split_attention import SplitAttentionConv2d
@@ -19,7 +25,11 @@ __all__ = [
     'MMSegResNeSt', 'register_all', 'load_checkpoint_safely',
     'allow_mmengine_checkpoints', 'UnsafeCheckpointError',
     'CorruptCheckpointError', 'convert_checkpoint', 'load_pretrained',
-    'resolve_checkpoint'
+    'resolve_checkpoint', 'RELEASES', 'build_release', 'resnest50',
+    'resnest101', 'resnest200', 'resnest269', 'resnest50_fast_1s1x64d',
+    'resnest50_fast_2s1x64d', 'resnest50_fast_4s1x64d',
+    'resnest50_fast_1s2x40d', 'resnest50_fast_2s2x40d',
+    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d'
 ]
 
 REGISTERED_SCOPES = register_all()

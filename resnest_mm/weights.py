@@ -29,12 +29,25 @@ from .safe_load import load_checkpoint_safely
 
 # The authors' release files (the `resnest` 0.0.5 package fetches the same
 # files from s3.us-west-1.wasabisys.com/resnest/torch/). The suffix is the
-# first 8 hex digits of the file's sha256, as torch.hub checks it.
+# first 8 hex digits of the file's sha256, as torch.hub checks it: the
+# `_model_sha256` tables of that package's resnest/torch/resnest.py (the four
+# networks) and resnest/torch/ablation.py (the "fast" ablation networks).
 RELEASE_URL = 'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{}.pth'
 PUBLISHED = {
     name: RELEASE_URL.format(f'{name}-{sha256}')
-    for name, sha256 in (('resnest50', '528c19ca'), ('resnest101', '22405ba7'),
-                         ('resnest200', '75117900'), ('resnest269', '0cc87c48'))
+    for name, sha256 in (
+        ('resnest50', '528c19ca'),
+        ('resnest101', '22405ba7'),
+        ('resnest200', '75117900'),
+        ('resnest269', '0cc87c48'),
+        ('resnest50_fast_1s1x64d', 'd8fbf808'),
+        ('resnest50_fast_2s1x64d', '44938639'),
+        ('resnest50_fast_4s1x64d', 'f74f3fc3'),
+        ('resnest50_fast_1s2x40d', '32830b84'),
+        ('resnest50_fast_2s2x40d', '9d126481'),
+        ('resnest50_fast_4s2x40d', '41d14ed0'),
+        ('resnest50_fast_1s4x24d', 'd4a4f76f'),
+    )
 }
 # mmdet's ResNeSt configs name the ImageNet weights so (mmengine maps these
 # names to OpenMMLab's copies); here they resolve to the authors' files.

@@ -1,4 +1,6 @@
 """Fixtures for every test; the shared helpers are in ``helpers.py``."""
+import urllib.error
+
 import pytest
 import torch
 
@@ -7,3 +9,15 @@ import torch
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The torch hub cache in tmp_path; every download fails as offline."""
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError('[Errno -2] Name or service not known')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
+    return tmp_path / 'hub' / 'checkpoints'

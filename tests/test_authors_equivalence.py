@@ -1,33 +1,30 @@
-"""Same function as the authors' PyPI package ``resnest`` 0.0.5, weights converted to our keys."""
+"""Each release constructor builds the authors' network (``resnest`` 0.0.5)."""
 import pytest
 import torch
 from resnest.torch import ablation, resnest
 
+import resnest_mm
 from helpers import images, randomize_, rel_err
-from resnest_mm import ResNeSt
-from resnest_mm.weights import convert_checkpoint
+from resnest_mm.releases import RELEASES
 from resnest_mm.tooling.references import authors_layer4
-
-MODELS = {
-    # authors' constructor: our arguments
-    'resnest50': (resnest.resnest50, dict(depth=50, stem_channels=64)),
-    'resnest101': (resnest.resnest101, dict(depth=101, stem_channels=128)),
-    'resnest200': (resnest.resnest200, dict(depth=200, stem_channels=128)),
-    'resnest269': (resnest.resnest269, dict(depth=269, stem_channels=128)),
-    'resnest50_fast_2s2x40d': (ablation.resnest50_fast_2s2x40d,
-                               dict(depth=50, stem_channels=64, groups=2,
-                                    base_width=40, avd_first=True)),
-    'resnest50_fast_1s1x64d': (ablation.resnest50_fast_1s1x64d,
-                               dict(depth=50, stem_channels=64, radix=1,
-                                    avd_first=True)),
-}
+from resnest_mm.weights import convert_checkpoint
 
 
-@pytest.mark.parametrize('name', MODELS)
-def test_stage4_matches_authors_layer4(name):
-    build_theirs, our_kwargs = MODELS[name]
-    theirs = randomize_(build_theirs(), calibrate_on=(8, 3, 128, 128)).eval()
-    ours = ResNeSt(**our_kwargs).eval()
+def authors_constructor(name):
+    """The authors' constructor of that name (resnest.py or ablation.py)."""
+    module = resnest if name in resnest.__all__ else ablation
+    return getattr(module, name)
+
+
+def test_one_release_per_authors_constructor():
+    assert set(RELEASES) == set(resnest.__all__) | set(ablation.__all__)
+
+
+@pytest.mark.parametrize('name', RELEASES)
+def test_release_matches_authors_layer4(name):
+    theirs = randomize_(authors_constructor(name)(pretrained=False),
+                        calibrate_on=(8, 3, 128, 128)).eval()
+    ours = getattr(resnest_mm, name)(pretrained=False).eval()
     converted = convert_checkpoint(theirs.state_dict()).state_dict
     ours.load_state_dict(converted)  # strict: every key used, none missing
     x = images((2, 3, 128, 128))

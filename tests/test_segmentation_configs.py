@@ -8,6 +8,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 import resnest_mm
+from resnest_mm.releases import RELEASES
 from resnest_mm.tooling.runner_setup import build_model
 
 ROOT = Path(__file__).parents[1]
@@ -35,7 +36,9 @@ def test_config_is_the_reference_recipe(path):
     backbone, model = cfg.model.backbone, cfg.model
     assert cfg.custom_imports['imports'] == ['resnest_mm'] and backbone.type == 'ResNeSt'
     depth = int(path.name.split('_s')[1].split('-')[0])
-    assert backbone.depth == depth and backbone.stem_channels == (64 if depth == 50 else 128)
+    release = RELEASES[f'resnest{depth}']  # the weights it starts from
+    assert backbone.depth == depth
+    assert backbone.stem_channels == release['stem_channels']
     assert (backbone.strides, backbone.dilations) == ((1, 2, 1, 1), (1, 1, 2, 4))
     assert backbone.contract_dilation and not backbone.norm_eval
     # one source of weights: the authors' ImageNet release, by short name

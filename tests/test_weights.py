@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import types
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -275,18 +274,6 @@ def test_truncated_or_corrupt_file_says_so(resnest14_file, tmp_path, damage):
     with pytest.raises(CorruptCheckpointError, match='is not a readable PyTorch checkpoint .* '
                        'probably truncated or corrupt'):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), bad)
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """The torch hub cache in tmp_path, and every download failing as without network."""
-    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
-
-    def no_network(url, dst, hash_prefix=None, progress=True):
-        raise urllib.error.URLError('[Errno -2] Name or service not known')
-
-    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
-    return tmp_path / 'hub' / 'checkpoints'
 
 
 @pytest.mark.parametrize('name, file', [('resnest50', 'resnest50-528c19ca.pth'),
