@@ -49,7 +49,8 @@ class DropBlock2d(nn.Module):
         bs = min(self.block_size, height, width)
         valid_h, valid_w = height - bs + 1, width - bs + 1
         gamma = self.drop_prob / bs**2 * height * width / (valid_h * valid_w)
-        starts = x.new_empty(batch, channels, valid_h, valid_w).bernoulli_(gamma)
+        starts = x.new_empty(batch, channels, valid_h,
+                             valid_w).bernoulli_(gamma)
         # Padded by bs - 1 on every side, the max pool marks each pixel that
         # lies in a block starting at one of the bs x bs positions up-left of it.
         keep = 1 - F.max_pool2d(F.pad(starts, (bs - 1, ) * 4), bs, stride=1)

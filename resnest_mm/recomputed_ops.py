@@ -38,8 +38,8 @@ def norm_relu(c, norm, relu, dropblock=None):
     and torch.compile (whose partitioner chooses what to recompute itself).
     """
     if (dropblock is None and torch.is_grad_enabled() and not tracing(c)
-            and type(norm) is torch.nn.BatchNorm2d
-            and norm.training and norm.affine and c.dtype == norm.weight.dtype):
+            and type(norm) is torch.nn.BatchNorm2d and norm.training
+            and norm.affine and c.dtype == norm.weight.dtype):
         return _batch_norm_relu(c, norm)
     x = norm(c)
     if dropblock is not None:
@@ -55,13 +55,16 @@ def tracing(x):
 
 def _batch_norm_relu(c, norm):
     if norm.track_running_stats:
-        norm.num_batches_tracked.add_(1)  # as nn.BatchNorm2d.forward: momentum None = cumulative
-        momentum = 1 / norm.num_batches_tracked.item() if norm.momentum is None else norm.momentum
+        norm.num_batches_tracked.add_(
+            1)  # as nn.BatchNorm2d.forward: momentum None = cumulative
+        momentum = 1 / norm.num_batches_tracked.item(
+        ) if norm.momentum is None else norm.momentum
     else:
         momentum = 0.0
     shared = {}  # see _rebuilt_output
-    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias, norm.running_mean,
-                                           norm.running_var, momentum, norm.eps, shared)
+    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias,
+                                           norm.running_mean, norm.running_var,
+                                           momentum, norm.eps, shared)
     return x, (c, norm.weight, norm.bias, mean, invstd, shared)
 
 
@@ -95,8 +98,10 @@ def _recompute(c, weight, bias, mean, invstd):
 class _BatchNormReLU(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps, shared):
-        out, mean, invstd = torch.native_batch_norm(c, weight, bias, running_mean, running_var,
+    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
+                shared):
+        out, mean, invstd = torch.native_batch_norm(c, weight, bias,
+                                                    running_mean, running_var,
                                                     True, momentum, eps)
         out = out.relu_()
         ctx.save_for_backward(c, weight, bias, mean, invstd)
@@ -116,7 +121,8 @@ class _BatchNormReLU(torch.autograd.Function):
         c, weight, bias, mean, invstd = saved
         x = _rebuilt_output(ctx.shared, saved)
         ctx.shared.clear()  # the last user of the rebuilt output
-        grad = torch.ops.aten.threshold_backward(grad, x, 0)  # the ReLU's backward
+        grad = torch.ops.aten.threshold_backward(grad, x,
+                                                 0)  # the ReLU's backward
         del x
         grad_c, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
             grad, c, weight, None, None, mean, invstd, True, ctx.eps,
@@ -128,7 +134,8 @@ class _RecomputingWeightedSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, atten, c, weight, bias, mean, invstd, shared):
-        out = weighted_split_sum(x.unflatten(1, atten.shape[1:3]), atten, atten.size(1))
+        out = weighted_split_sum(
+            x.unflatten(1, atten.shape[1:3]), atten, atten.size(1))
         ctx.save_for_backward(atten, c, weight, bias, mean, invstd)
         ctx.shared, ctx.out_version = shared, out._version
         return out
@@ -144,7 +151,8 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         atten, c, *_ = saved = ctx.saved_tensors
-        splits = _rebuilt_output(ctx.shared, saved[1:]).unflatten(1, atten.shape[1:3])  # (B, R, C, H, W)
+        splits = _rebuilt_output(ctx.shared, saved[1:]).unflatten(
+            1, atten.shape[1:3])  # (B, R, C, H, W)
         grad = grad.unsqueeze(1)  # (B, 1, C, H, W)
         grad_x = torch.empty_like(c)  # c's memory format
         torch.mul(grad, atten, out=grad_x.unflatten(1, atten.shape[1:3]))
@@ -152,8 +160,10 @@ class _RecomputingWeightedSum(torch.autograd.Function):
         return grad_x, grad_atten, None, None, None, None, None, None
 
 
-_REBUILDERS = {_BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
-               _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild}
+_REBUILDERS = {
+    _BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
+    _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild
+}
 
 
 class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
@@ -171,9 +181,11 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
 
     def _pack(self, tensor):
         node = tensor.grad_fn
-        if type(node) not in _REBUILDERS or tensor._version != node.out_version:
+        if type(node
+                ) not in _REBUILDERS or tensor._version != node.out_version:
             return tensor
-        recipe = self._recipes.get(id(node))  # one differentiable output per node
+        recipe = self._recipes.get(
+            id(node))  # one differentiable output per node
         if recipe is None:
             recipe = self._recipes[id(node)] = _Recipe(node)
         return recipe

@@ -16,14 +16,16 @@ class MMDetResNeSt(ResNeSt):
     """``ResNeSt`` with mmdet's ResNet defaults: ``norm_eval=True``, stem width ``base_channels``."""
 
     def __init__(self, *args, norm_eval=True, stem_channels=None, **kwargs):
-        super().__init__(*args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
+        super().__init__(
+            *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
 
 
 class MMSegResNeSt(ResNeSt):
     """``ResNeSt`` with mmseg's ResNet defaults: ``norm_eval=False``, stem width 64."""
 
     def __init__(self, *args, norm_eval=False, stem_channels=64, **kwargs):
-        super().__init__(*args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
+        super().__init__(
+            *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
 
 
 # package -> (module that registers upstream's ResNeSt, our class for that registry)

@@ -25,8 +25,9 @@ except ImportError:
 # HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, name).
 _STATISTICS = ('min', 'max', 'current', 'mean')
 # The weights-only unpickler's reasons for refusing an object (not a damaged stream).
-_REFUSAL = re.compile(r'GLOBAL (\S+)|Trying to call reduce|Can only (?:create|build)|'
-                      r'builtins\.getattr is allowed only')
+_REFUSAL = re.compile(
+    r'GLOBAL (\S+)|Trying to call reduce|Can only (?:create|build)|'
+    r'builtins\.getattr is allowed only')
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -64,10 +65,14 @@ MMENGINE_SAFE_GLOBALS = [
     (_history_buffer_statistic, 'builtins.getattr'),
     np.ndarray,  # the history arrays
     np.dtype,
-    *_numeric_dtype_classes(),  # the class of each dtype instance, which the unpickler builds
-    *[(getattr(multiarray, fn), f'{module}.multiarray.{fn}')
-      for fn in ('_reconstruct', 'scalar')  # arrays; scalars such as np.float64
-      for module in ('numpy._core', 'numpy.core')],
+    *_numeric_dtype_classes(
+    ),  # the class of each dtype instance, which the unpickler builds
+    *[
+        (getattr(multiarray, fn), f'{module}.multiarray.{fn}')
+        for fn in ('_reconstruct',
+                   'scalar')  # arrays; scalars such as np.float64
+        for module in ('numpy._core', 'numpy.core')
+    ],
 ]
 
 
@@ -94,8 +99,8 @@ def load_checkpoint_safely(path, map_location='cpu'):
         reason = _unpickler_reason(err)
         refusal = _REFUSAL.search(reason)
         if refusal:
-            what = (f'the pickled global {refusal.group(1)}' if refusal.group(1)
-                    else f'a pickled object ({reason})')
+            what = (f'the pickled global {refusal.group(1)}'
+                    if refusal.group(1) else f'a pickled object ({reason})')
             raise UnsafeCheckpointError(
                 f'{path} is refused: it contains {what}, and loading it could run '
                 f'code. Only tensors, containers and the objects mmengine '

@@ -10,8 +10,12 @@ import pytest
 
 
 def run_python(code, tmp_path=None):
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -59,7 +63,8 @@ sys.meta_path.insert(0, Hide())
 
 
 def test_only_mmdet_installed():
-    out = run_python(HIDE.format(package='mmseg') + textwrap.dedent('''
+    out = run_python(
+        HIDE.format(package='mmseg') + textwrap.dedent('''
         import resnest_mm
         from mmdet.registry import MODELS
         assert resnest_mm.REGISTERED_SCOPES == ['mmdet'], resnest_mm.REGISTERED_SCOPES
@@ -70,7 +75,8 @@ def test_only_mmdet_installed():
 
 
 def test_only_mmseg_installed():
-    out = run_python(HIDE.format(package='mmdet') + textwrap.dedent('''
+    out = run_python(
+        HIDE.format(package='mmdet') + textwrap.dedent('''
         import resnest_mm
         from mmseg.registry import MODELS
         assert resnest_mm.REGISTERED_SCOPES == ['mmseg'], resnest_mm.REGISTERED_SCOPES
@@ -88,17 +94,20 @@ def test_only_mmseg_installed():
      " anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=3,"
      " ratios=[1.0], strides=[8, 16, 32, 64, 128]),"
      " bbox_coder=dict(type='DeltaXYWHBBoxCoder'),"
-     " loss_cls=dict(type='FocalLoss', use_sigmoid=True), loss_bbox=dict(type='L1Loss')))"),
+     " loss_cls=dict(type='FocalLoss', use_sigmoid=True), loss_bbox=dict(type='L1Loss')))"
+     ),
     ('mmseg', 'mmseg.registry',
      "dict(type='EncoderDecoder', backbone=dict(type='ResNeSt', depth=50),"
      " decode_head=dict(type='FCNHead', in_channels=2048, channels=64, num_classes=4,"
      " in_index=3))"),
 ])
-def test_config_with_custom_imports_builds_ours(tmp_path, scope, registry, model):
+def test_config_with_custom_imports_builds_ours(tmp_path, scope, registry,
+                                                model):
     (tmp_path / 'cfg.py').write_text(
         "custom_imports = dict(imports=['resnest_mm'], allow_failed_imports=False)\n"
         f"default_scope = '{scope}'\nmodel = {model}\n")
-    out = run_python(f'''
+    out = run_python(
+        f'''
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
         cfg = Config.fromfile('cfg.py')

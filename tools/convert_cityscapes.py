@@ -27,19 +27,24 @@ from PIL import Image
 
 SOURCES = ('_gtFine_polygons.json', '_gtFine_labelIds.png')  # by preference
 TARGET = '_gtFine_labelTrainIds.png'
-KNOWN_IDS = {label.id for label in LABELS if label.id >= 0}  # -1: license plate, never drawn
+KNOWN_IDS = {label.id
+             for label in LABELS
+             if label.id >= 0}  # -1: license plate, never drawn
 #: label id -> train id (0..18, or 255 where not evaluated); other ids are refused
 ID_TO_TRAIN_ID = np.full(256, 255, np.uint8)
 ID_TO_TRAIN_ID[[label.id for label in LABELS if label.id in KNOWN_IDS]] = [
-    label.trainId for label in LABELS if label.id in KNOWN_IDS]
+    label.trainId for label in LABELS if label.id in KNOWN_IDS
+]
 
 
 def find_frames(gt_dir):
     """``{frame path without suffix: its preferred source file}`` under ``gt_dir``."""
     frames = {}
-    for suffix in reversed(SOURCES):  # the preferred source is seen last and wins
+    for suffix in reversed(
+            SOURCES):  # the preferred source is seen last and wins
         for path in scandir(gt_dir, suffix, recursive=True):
-            frames[osp.join(gt_dir, path[:-len(suffix)])] = osp.join(gt_dir, path)
+            frames[osp.join(gt_dir,
+                            path[:-len(suffix)])] = osp.join(gt_dir, path)
     return frames
 
 
@@ -56,8 +61,9 @@ def convert_frame(frame_and_source):
             label_ids = np.asarray(Image.open(source))
             unknown = sorted(set(np.unique(label_ids).tolist()) - KNOWN_IDS)
             if label_ids.ndim != 2 or unknown:
-                raise ValueError(f'not a label id image: shape {label_ids.shape}, '
-                                 f'values outside the label table {unknown[:10]}')
+                raise ValueError(
+                    f'not a label id image: shape {label_ids.shape}, '
+                    f'values outside the label table {unknown[:10]}')
             train_ids = Image.fromarray(ID_TO_TRAIN_ID[label_ids])
         partial = target + '.partial'  # a killed run leaves no truncated label file
         train_ids.save(partial, format='PNG')
@@ -78,26 +84,31 @@ def _draw_polygons(source):
             return createLabelImage(annotation, 'trainIds')
         except SystemExit:
             message = printed.getvalue().strip().splitlines()
-            raise ValueError(message[0].removeprefix('ERROR: ') if message
-                             else 'cityscapesscripts exited') from None
+            raise ValueError(message[0].removeprefix('ERROR: ') if message else
+                             'cityscapesscripts exited') from None
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('root', help='the Cityscapes folder (with gtFine/ and leftImg8bit/)')
-    parser.add_argument('--gt-dir', default='gtFine', help='annotation folder under root')
-    parser.add_argument('--nproc', type=int, default=1, help='worker processes')
+    parser.add_argument(
+        'root', help='the Cityscapes folder (with gtFine/ and leftImg8bit/)')
+    parser.add_argument(
+        '--gt-dir', default='gtFine', help='annotation folder under root')
+    parser.add_argument(
+        '--nproc', type=int, default=1, help='worker processes')
     args = parser.parse_args()
     gt_dir = osp.join(args.root, args.gt_dir)
     if not osp.isdir(gt_dir):
-        sys.exit(f'{gt_dir} not found: download gtFine_trainvaltest.zip from '
-                 'https://www.cityscapes-dataset.com/downloads/ and unzip it into '
-                 f'{args.root}, or make demo data with: python tools/make_demo_data.py '
-                 f'cityscapes {args.root}')
+        sys.exit(
+            f'{gt_dir} not found: download gtFine_trainvaltest.zip from '
+            'https://www.cityscapes-dataset.com/downloads/ and unzip it into '
+            f'{args.root}, or make demo data with: python tools/make_demo_data.py '
+            f'cityscapes {args.root}')
     frames = sorted(find_frames(gt_dir).items())
     if not frames:
-        sys.exit(f'no *{SOURCES[0]} or *{SOURCES[1]} under {gt_dir}: is it the gtFine folder '
-                 'of gtFine_trainvaltest.zip?')
+        sys.exit(
+            f'no *{SOURCES[0]} or *{SOURCES[1]} under {gt_dir}: is it the gtFine folder '
+            'of gtFine_trainvaltest.zip?')
     print(f'{len(frames)} frames under {gt_dir}')
     if args.nproc > 1:
         results = track_parallel_progress(convert_frame, frames, args.nproc)
@@ -105,9 +116,13 @@ def main():
         results = track_progress(convert_frame, frames)
     failed = [(source, status) for source, status in results
               if status not in ('converted', 'up to date')]
-    counts = {s: sum(status == s for _, status in results) for s in ('converted', 'up to date')}
-    print(f"\n{counts['converted']} converted, {counts['up to date']} up to date, "
-          f'{len(failed)} failed')
+    counts = {
+        s: sum(status == s for _, status in results)
+        for s in ('converted', 'up to date')
+    }
+    print(
+        f"\n{counts['converted']} converted, {counts['up to date']} up to date, "
+        f'{len(failed)} failed')
     for source, error in failed:
         print(f'could not convert {source}: {error}', file=sys.stderr)
     sys.exit(1 if failed else 0)

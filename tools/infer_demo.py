@@ -35,8 +35,13 @@ def main():
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
     image = mmcv.imconvert(mmcv.imread(args.image), 'bgr', 'rgb')
-    visualizer.add_datasample('result', image, data_sample=result, draw_gt=False,
-                              pred_score_thr=args.score_thr, out_file=args.out)
+    visualizer.add_datasample(
+        'result',
+        image,
+        data_sample=result,
+        draw_gt=False,
+        pred_score_thr=args.score_thr,
+        out_file=args.out)
     kept = int((result.pred_instances.scores >= args.score_thr).sum())
     print(f'{kept} objects above score {args.score_thr}: {args.out}')
 

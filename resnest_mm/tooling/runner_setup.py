@@ -17,10 +17,16 @@ TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 
 def add_common_args(parser):
     """The flags train.py and test.py share: --cfg-options, --launcher, --local-rank."""
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
-                        default='none', help='job launcher')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
@@ -48,7 +54,8 @@ def load_config(path, cfg_options=None, work_dir=None):
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(path))[0])
     return cfg
 
 
@@ -95,10 +102,14 @@ def setup_distributed(cfg, launcher):
         dist.init_process_group(backend='gloo')
     cfg.model = _sync_bn_to_bn(cfg.model)
     cfg.model_wrapper_cfg = dict(
-        type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+        type='MMDistributedDataParallel',
+        device_ids=None,
+        broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
-    print_log(f'No CUDA: distributed on gloo over {dist.get_world_size()} processes, '
-              'SyncBN layers built as BN.', logger='current')
+    print_log(
+        f'No CUDA: distributed on gloo over {dist.get_world_size()} processes, '
+        'SyncBN layers built as BN.',
+        logger='current')
     return cfg
 
 

@@ -6,8 +6,9 @@ import torch
 
 from .measure import autocast, interleaved_times
 
-DETECTOR_CONFIG = (Path(__file__).parents[3] / 'configs/detection/'
-                   'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
+DETECTOR_CONFIG = (
+    Path(__file__).parents[3] / 'configs/detection/'
+    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 
 
 def build_detector(backbone):
@@ -31,20 +32,33 @@ def benchmark_detector(args, device):
     detectors = {'ours': build_detector('ours')}
     detectors['upstream mmdet'] = build_detector('upstream mmdet')
     detectors['upstream mmdet'].load_state_dict(detectors['ours'].state_dict())
-    data = demo_mm_inputs(batch_size=args.det_batch, image_shapes=(3, args.det_size, args.det_size),
-                          num_items=[5] * args.det_batch, num_classes=80)
-    steps = {name: detector_steps(det.to(device), data, args, device)
-             for name, det in detectors.items()}
+    data = demo_mm_inputs(
+        batch_size=args.det_batch,
+        image_shapes=(3, args.det_size, args.det_size),
+        num_items=[5] * args.det_batch,
+        num_classes=80)
+    steps = {
+        name: detector_steps(det.to(device), data, args, device)
+        for name, det in detectors.items()
+    }
     times = {}
-    for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1, False)):
+    for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1,
+                                                             False)):
         for det in detectors.values():
             det.train(train)
-        times[metric] = interleaved_times({n: s[index] for n, s in steps.items()},
-                                          device, args.warmup, args.repeat)
-    report = {name: {metric: times[metric][name] for metric in times} for name in detectors}
+        times[metric] = interleaved_times(
+            {n: s[index]
+             for n, s in steps.items()}, device, args.warmup, args.repeat)
+    report = {
+        name: {metric: times[metric][name]
+               for metric in times}
+        for name in detectors
+    }
     for name, r in report.items():
-        print(f"  Faster R-CNN, {name} backbone: train step {r['train_step_s']:.3f} s, "
-              f"inference {r['infer_s']:.3f} s", flush=True)
+        print(
+            f"  Faster R-CNN, {name} backbone: train step {r['train_step_s']:.3f} s, "
+            f"inference {r['infer_s']:.3f} s",
+            flush=True)
     return report
 
 

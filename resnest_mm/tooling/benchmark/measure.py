@@ -67,16 +67,20 @@ def _proc_status(key):
 def autocast(device, amp):
     if not amp:
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
+    return torch.autocast(
+        device.type,
+        dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
 
 
 def matmul_peak_gflops(device, amp, args):
     """GFLOP/s of a large square matrix product: the machine's practical peak."""
     n = 8192 if device.type == 'cuda' else 4096
-    dtype = (torch.float16 if device.type == 'cuda' else torch.bfloat16) if amp else torch.float32
+    dtype = (torch.float16 if device.type == 'cuda' else
+             torch.bfloat16) if amp else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup, args.repeat)['mm']
+    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup,
+                                args.repeat)['mm']
     return 2 * n**3 / seconds / 1e9
 
 
