@@ -1,10 +1,11 @@
-"""Training ops that rebuild cheap activations in backward instead of storing them.
+"""Training ops that rebuild cheap activations in backward instead of storing
+them.
 
 Every ``conv -> BatchNorm -> ReLU`` of a ResNeSt keeps two tensors for
 backward: the BN input ``c`` (BN's backward needs it) and the ReLU output
 (the ReLU's backward and the next op need it). The ReLU output is one
-multiply-add and a max away from ``c``, so :func:`norm_relu` keeps ``c`` and the
-batch statistics only, and :class:`RecomputedActivations` hands later ops a
+multiply-add and a max away from ``c``, so :func:`norm_relu` keeps ``c`` and
+the batch statistics only, and :class:`RecomputedActivations` hands later ops a
 recipe that rebuilds the output in backward instead of the stored tensor. In
 the split attention, :func:`recomputing_weighted_sum` does the same for the
 splits and, with the recipe, for the attention-weighted sum: a training step
@@ -19,7 +20,8 @@ from torch.autograd.function import once_differentiable
 
 
 def weighted_split_sum(splits, atten, radix):
-    """``sum_r splits[:, r] * atten[:, r]``: ``(B, R, C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``.
+    """``sum_r splits[:, r] * atten[:, r]``:
+    ``(B, R, C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``.
 
     Accumulated in place, split by split, so no ``(B, R, C, H, W)`` product is
     made. ``radix`` is given, not read from a shape, for torch.fx.
@@ -31,7 +33,8 @@ def weighted_split_sum(splits, atten, radix):
 
 
 def norm_relu(c, norm, relu, dropblock=None):
-    """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c`` instead, a handle.
+    """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c``
+    instead, a handle.
 
     The handle (for :func:`recomputing_weighted_sum`) is None on the plain
     path: eval mode, no gradient, other norms, a DropBlock between, tracing,
@@ -48,15 +51,16 @@ def norm_relu(c, norm, relu, dropblock=None):
 
 
 def tracing(x):
-    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile rather than eager."""
+    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile
+    rather than eager."""
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
             or torch.compiler.is_compiling())
 
 
 def _batch_norm_relu(c, norm):
     if norm.track_running_stats:
-        norm.num_batches_tracked.add_(
-            1)  # as nn.BatchNorm2d.forward: momentum None = cumulative
+        # as nn.BatchNorm2d.forward: momentum None = cumulative
+        norm.num_batches_tracked.add_(1)
         momentum = 1 / norm.num_batches_tracked.item(
         ) if norm.momentum is None else norm.momentum
     else:
@@ -69,7 +73,8 @@ def _batch_norm_relu(c, norm):
 
 
 def recomputing_weighted_sum(x, atten, handle):
-    """:func:`weighted_split_sum` of ``x`` from :func:`norm_relu`, keeping ``c`` instead of ``x``.
+    """:func:`weighted_split_sum` of ``x`` from :func:`norm_relu`, keeping
+    ``c`` instead of ``x``.
 
     ``x``: ``(B, R*C, H, W)`` radix-major, ``atten``: ``(B, R, C, 1, 1)``.
     """
@@ -77,7 +82,8 @@ def recomputing_weighted_sum(x, atten, handle):
 
 
 def _rebuilt_output(shared, saved):
-    """The norm-ReLU output, rebuilt once and shared by the backwards that need it in turn.
+    """The norm-ReLU output, rebuilt once and shared by the backwards that need
+    it in turn.
 
     A block's backward asks for it up to three times in a row: as the saved
     input of the next op (through :class:`RecomputedActivations`), in the
@@ -89,7 +95,8 @@ def _rebuilt_output(shared, saved):
 
 
 def _recompute(c, weight, bias, mean, invstd):
-    """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch statistics."""
+    """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch
+    statistics."""
     scale = invstd * weight
     return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), c,
                          scale.view(1, -1, 1, 1)).relu_()
@@ -121,12 +128,13 @@ class _BatchNormReLU(torch.autograd.Function):
         c, weight, bias, mean, invstd = saved
         x = _rebuilt_output(ctx.shared, saved)
         ctx.shared.clear()  # the last user of the rebuilt output
-        grad = torch.ops.aten.threshold_backward(grad, x,
-                                                 0)  # the ReLU's backward
+        # the ReLU's backward
+        grad = torch.ops.aten.threshold_backward(grad, x, 0)
         del x
-        grad_c, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad, c, weight, None, None, mean, invstd, True, ctx.eps,
-            list(ctx.needs_input_grad[:3]))
+        grad_c, grad_weight, grad_bias = (
+            torch.ops.aten.native_batch_norm_backward(
+                grad, c, weight, None, None, mean, invstd, True, ctx.eps,
+                list(ctx.needs_input_grad[:3])))
         return grad_c, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -151,8 +159,9 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         atten, c, *_ = saved = ctx.saved_tensors
-        splits = _rebuilt_output(ctx.shared, saved[1:]).unflatten(
-            1, atten.shape[1:3])  # (B, R, C, H, W)
+        # (B, R, C, H, W)
+        splits = _rebuilt_output(ctx.shared,
+                                 saved[1:]).unflatten(1, atten.shape[1:3])
         grad = grad.unsqueeze(1)  # (B, 1, C, H, W)
         grad_x = torch.empty_like(c)  # c's memory format
         torch.mul(grad, atten, out=grad_x.unflatten(1, atten.shape[1:3]))
@@ -167,7 +176,8 @@ _REBUILDERS = {
 
 
 class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
-    """While active, an op that saves an output of the ops above keeps a recipe instead.
+    """While active, an op that saves an output of the ops above keeps a recipe
+    instead.
 
     The recipe refers to the producing op, whose inputs autograd keeps anyway,
     and rebuilds the tensor (once, shared by all ops that saved it) when a
@@ -184,8 +194,8 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
         if type(node
                 ) not in _REBUILDERS or tensor._version != node.out_version:
             return tensor
-        recipe = self._recipes.get(
-            id(node))  # one differentiable output per node
+        # one differentiable output per node
+        recipe = self._recipes.get(id(node))
         if recipe is None:
             recipe = self._recipes[id(node)] = _Recipe(node)
         return recipe
@@ -196,7 +206,8 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
 
 
 class _Recipe:
-    """Rebuilds one saved tensor from the op that made it; keeps it until no backward needs it."""
+    """Rebuilds one saved tensor from the op that made it; keeps it until no
+    backward needs it."""
 
     def __init__(self, node):
         self.node, self.value = node, None

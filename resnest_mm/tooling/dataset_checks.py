@@ -1,4 +1,5 @@
-"""Fail in seconds, before any model is built, on a dataset a config cannot use.
+"""Fail in seconds, before any model is built, on a dataset a config cannot
+use.
 
 ``check_datasets(cfg)`` walks the config's dataloaders, unwraps dataset
 wrappers (RepeatDataset, ConcatDataset, ...) and runs the check for each
@@ -16,11 +17,13 @@ from PIL import Image
 
 
 class DatasetError(ValueError):
-    """A dataset folder or annotation file that training or testing cannot use."""
+    """A dataset folder or annotation file that training or testing cannot
+    use."""
 
 
 def check_datasets(cfg, splits=('train', 'val', 'test')):
-    """Check every dataset of ``cfg``'s ``{split}_dataloader`` for the given splits.
+    """Check every dataset of ``cfg``'s ``{split}_dataloader`` for the given
+    splits.
 
     Returns what was checked, ``[(split, dataset type, summary)]``.
     """
@@ -47,7 +50,8 @@ def _leaf_datasets(dataset):
 
 
 def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
-    """Check a ``CocoDataset`` config: the annotation file, the image folder and the classes.
+    """Check a ``CocoDataset`` config: the annotation file, the image folder
+    and the classes.
 
     Returns a one-line summary.
     """
@@ -55,7 +59,8 @@ def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
     ann_file = osp.join(root, dataset['ann_file'])
     img_dir = osp.join(root, (dataset.get('data_prefix') or {}).get('img', ''))
     hint = (
-        f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). Point data_root "
+        f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
+        'Point data_root '
         'at a COCO folder with annotations/, train2017/ and val2017/, or make '
         'demo data with: python tools/make_demo_data.py coco data/coco')
     if not osp.isfile(ann_file):
@@ -98,41 +103,50 @@ def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
 
     names = [c['name'] for c in coco['categories']]
     explicit = (dataset.get('metainfo') or {}).get('classes')
-    if explicit:  # each must exist: a misspelt class would silently never train
+    if explicit:
+        # each must exist: a misspelt class would silently never train
         unknown = [c for c in explicit if c not in names]
         if unknown:
             raise DatasetError(
                 f'classes {unknown} of the config are not categories '
                 f'of {ann_file}: {names}')
-    else:  # the dataset class's own, e.g. the 80 COCO classes; a subset is fine
+    else:
+        # the dataset class's own, e.g. the 80 COCO classes; a subset is fine
         classes = DATASETS.get(
             f"{scope}.{dataset['type']}").METAINFO['classes']
         if not set(classes) & set(names):
             raise DatasetError(
-                f'none of the categories of {ann_file} ({names[:10]}) are classes of '
-                f"{dataset['type']} ({list(classes)[:5]}...); set the dataset's "
+                f'none of the categories of {ann_file} ({names[:10]}) are '
+                f"classes of {dataset['type']} ({list(classes)[:5]}...); "
+                "set the dataset's "
                 "metainfo=dict(classes=(...)) and the heads' num_classes")
-    return f"{len(coco['images'])} images, {len(coco['annotations'])} objects in {ann_file}"
+    return (f"{len(coco['images'])} images, "
+            f"{len(coco['annotations'])} objects in {ann_file}")
 
 
-ADE20K_SOURCE = (
-    'Download ADEChallengeData2016.zip (http://data.csail.mit.edu/places/ADEchallenge/'
-    'ADEChallengeData2016.zip) and unzip it into data/ade/, or make demo data with: '
-    'python tools/make_demo_data.py ade20k data/ade')
+ADE20K_SOURCE = ('Download ADEChallengeData2016.zip '
+                 '(http://data.csail.mit.edu/places/ADEchallenge/'
+                 'ADEChallengeData2016.zip) and unzip it into data/ade/, '
+                 'or make demo data with: '
+                 'python tools/make_demo_data.py ade20k data/ade')
 CITYSCAPES_SOURCE = (
     'Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
-    'https://www.cityscapes-dataset.com/downloads/, unzip both into data/cityscapes/ and run: '
-    'python tools/convert_cityscapes.py data/cityscapes; or make demo data with: python '
-    'tools/make_demo_data.py cityscapes data/cityscapes (and the same conversion)'
-)
+    'https://www.cityscapes-dataset.com/downloads/, '
+    'unzip both into data/cityscapes/ and run: '
+    'python tools/convert_cityscapes.py data/cityscapes; '
+    'or make demo data with: python '
+    'tools/make_demo_data.py cityscapes data/cityscapes '
+    '(and the same conversion)')
 
 
 def check_ade20k_dataset(dataset, scope='mmseg', max_labels_checked=50):
-    """Check an ``ADE20KDataset`` config: the layout, an annotation per image, values 0..150.
+    """Check an ``ADE20KDataset`` config: the layout, an annotation per image,
+    values 0..150.
 
     Expects ``ADEChallengeData2016/{images,annotations}/{training,validation}``
     as unzipped. Label values (0 "other", 1..150 the classes) are read from the
-    first ``max_labels_checked`` annotations only, which keeps the check to seconds.
+    first ``max_labels_checked`` annotations only, which keeps the check to
+    seconds.
     """
     return _check_segmentation_folders(
         dataset,
@@ -142,16 +156,18 @@ def check_ade20k_dataset(dataset, scope='mmseg', max_labels_checked=50):
         source=ADE20K_SOURCE,
         values=np.arange(151),
         values_text='0..150',
-        values_fix=
-        'ADE20K annotations hold 0 (other) and the class numbers 1..150; '
-        'is this folder from another dataset?',
-        unannotated_fix=
-        'restore them from ADEChallengeData2016.zip, or remove those images',
+        values_fix=(
+            'ADE20K annotations hold 0 (other) and the class numbers 1..150; '
+            'is this folder from another dataset?'),
+        unannotated_fix=(
+            'restore them from ADEChallengeData2016.zip, or remove those '
+            'images'),
         max_labels_checked=max_labels_checked)
 
 
 def check_cityscapes_dataset(dataset, scope='mmseg', max_labels_checked=50):
-    """Check a ``CityscapesDataset`` config: the layout, train-id labels per image, values.
+    """Check a ``CityscapesDataset`` config: the layout, train-id labels per
+    image, values.
 
     Expects ``leftImg8bit/{train,val}/<city>/*_leftImg8bit.png`` and their
     ``gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png``, which
@@ -167,17 +183,18 @@ def check_cityscapes_dataset(dataset, scope='mmseg', max_labels_checked=50):
         source=CITYSCAPES_SOURCE,
         values=np.append(np.arange(19), 255),
         values_text='the train ids 0..18 and 255',
-        values_fix=
-        f'are these label ids rather than train ids? Make train ids with: {convert}',
-        unannotated_fix=
-        f'make them from the *_gtFine_polygons.json with: {convert}',
+        values_fix=('are these label ids rather than train ids? '
+                    f'Make train ids with: {convert}'),
+        unannotated_fix=(
+            f'make them from the *_gtFine_polygons.json with: {convert}'),
         max_labels_checked=max_labels_checked)
 
 
 def _check_segmentation_folders(dataset, scope, *, layout, source, values,
                                 values_text, values_fix, unannotated_fix,
                                 max_labels_checked):
-    """What mmseg's ``BaseSegDataset`` needs: images, an annotation for each, valid labels.
+    """What mmseg's ``BaseSegDataset`` needs: images, an annotation for each,
+    valid labels.
 
     Images and annotations are paired by name, as mmseg pairs them (the
     dataset class's suffixes unless the config sets others). Returns a summary.
@@ -196,13 +213,14 @@ def _check_segmentation_folders(dataset, scope, *, layout, source, values,
             raise DatasetError(f'folder not found: {folder}. '
                                f'{_layout_fix(root, folder, layout, source)}')
     images = _names(img_dir, img_suffix)
-    if dataset.get('ann_file'
-                   ):  # a split list names the images used, as mmseg reads it
+    # a split list names the images used, as mmseg reads it
+    if dataset.get('ann_file'):
         with open(osp.join(root, dataset['ann_file'])) as f:
             listed = {line.strip() for line in f if line.strip()}
         if listed - images:
             raise DatasetError(
-                f"{len(listed - images)} images listed in {dataset['ann_file']} "
+                f'{len(listed - images)} images listed in '
+                f"{dataset['ann_file']} "
                 f'are not in {img_dir}, e.g. {sorted(listed - images)[:3]}')
         images = listed
     if not images:
@@ -210,15 +228,17 @@ def _check_segmentation_folders(dataset, scope, *, layout, source, values,
     unannotated = sorted(images - _names(ann_dir, seg_suffix))
     if unannotated:
         raise DatasetError(
-            f'{len(unannotated)} of {len(images)} images in {img_dir} have no annotation: '
-            f'{[osp.join(ann_dir, n + seg_suffix) for n in unannotated[:3]]} not found; '
+            f'{len(unannotated)} of {len(images)} images in {img_dir} '
+            'have no annotation: '
+            f'{[osp.join(ann_dir, n + seg_suffix) for n in unannotated[:3]]} '
+            'not found; '
             f'{unannotated_fix}')
     sample = sorted(images)[:max_labels_checked]
     for name in sample:
         ann_path = osp.join(ann_dir, name + seg_suffix)
         img_path = osp.join(img_dir, name + img_suffix)
-        with Image.open(ann_path) as ann, Image.open(
-                img_path) as img:  # the image: header only
+        # the image: header only
+        with Image.open(ann_path) as ann, Image.open(img_path) as img:
             if ann.size != img.size:
                 raise DatasetError(
                     f'{ann_path} is {ann.size[0]}x{ann.size[1]}, its image '
@@ -232,13 +252,14 @@ def _check_segmentation_folders(dataset, scope, *, layout, source, values,
             raise DatasetError(
                 f'{ann_path} has label values {outside[:10].tolist()} outside '
                 f'{values_text}; {values_fix}')
-    return (
-        f'{len(images)} images with annotations in {img_dir}; label values of the first '
-        f'{len(sample)} checked')
+    return (f'{len(images)} images with annotations in {img_dir}; '
+            'label values of the first '
+            f'{len(sample)} checked')
 
 
 def _names(folder, suffix):
-    """File names (relative, without ``suffix``) of every ``*suffix`` under ``folder``."""
+    """File names (relative, without ``suffix``) of every ``*suffix`` under
+    ``folder``."""
     return {
         path[:-len(suffix)]
         for path in scandir(folder, suffix, recursive=True)
@@ -246,7 +267,8 @@ def _names(folder, suffix):
 
 
 def _layout_fix(root, folder, layout, source):
-    """For a missing ``folder``: the data_root that has it, or what is there and ``source``."""
+    """For a missing ``folder``: the data_root that has it, or what is there
+    and ``source``."""
     if root and not osp.isdir(root):
         return f'data_root {root!r} does not exist. {source}'
     wanted = osp.relpath(folder, root or '.')
@@ -258,9 +280,9 @@ def _layout_fix(root, folder, layout, source):
     while found and not osp.isdir(found):
         found = osp.dirname(found)
     entries = sorted(os.listdir(found or '.'))
-    return (
-        f'data_root={root!r} should hold {layout}; {found or "."} has {entries[:10]}. '
-        f'{source}')
+    return (f'data_root={root!r} should hold {layout}; '
+            f'{found or "."} has {entries[:10]}. '
+            f'{source}')
 
 
 #: dataset type -> its check; other types are not checked

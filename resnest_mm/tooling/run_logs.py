@@ -5,7 +5,8 @@ import os.path as osp
 
 
 def read_scalars(work_dir):
-    """(train records, validation records) of every run under ``work_dir``, by step.
+    """(train records, validation records) of every run under ``work_dir``, by
+    step.
 
     mmengine writes ``<work_dir>/<timestamp>/vis_data/scalars.json`` per run;
     a resumed run starts a new folder, so all are read and merged, a later

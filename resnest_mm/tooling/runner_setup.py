@@ -1,4 +1,5 @@
-"""What tools/train.py and tools/test.py share: loading a config, knowing its task, distributed set-up."""
+"""What tools/train.py and tools/test.py share: loading a config, knowing its
+task, distributed set-up."""
 import glob
 import os
 import os.path as osp
@@ -16,7 +17,8 @@ TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 
 
 def add_common_args(parser):
-    """The flags train.py and test.py share: --cfg-options, --launcher, --local-rank."""
+    """The flags train.py and test.py share: --cfg-options, --launcher,
+    --local-rank."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -31,14 +33,16 @@ def add_common_args(parser):
 
 
 def parse_args(parser):
-    """Parse, and give torch.distributed.launch's --local-rank to the environment."""
+    """Parse, and give torch.distributed.launch's --local-rank to the
+    environment."""
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def load_config(path, cfg_options=None, work_dir=None):
-    """Load ``path``, apply ``--cfg-options`` and the work dir; check that the task is known.
+    """Load ``path``, apply ``--cfg-options`` and the work dir; check that the
+    task is known.
 
     The work dir is, by priority, ``work_dir``, the config's own, or
     ``work_dirs/<config name>``, as in mmdet's and mmseg's tools.
@@ -60,11 +64,13 @@ def load_config(path, cfg_options=None, work_dir=None):
 
 
 def task_of(cfg, path='the config'):
-    """``'detection'`` or ``'segmentation'``, read from the config's ``default_scope``."""
+    """``'detection'`` or ``'segmentation'``, read from the config's
+    ``default_scope``."""
     scope = cfg.get('default_scope')
     if scope not in TASKS:
         raise ValueError(
-            f"{path}: default_scope is {scope!r}, so the task is unknown. Inherit "
+            f'{path}: default_scope is {scope!r}, so the task is unknown. '
+            'Inherit '
             "an mmdet or mmseg base config (they set default_scope='mmdet' or "
             "'mmseg'), or set default_scope yourself.")
     return TASKS[scope]
@@ -107,7 +113,8 @@ def setup_distributed(cfg, launcher):
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     print_log(
-        f'No CUDA: distributed on gloo over {dist.get_world_size()} processes, '
+        'No CUDA: distributed on gloo over '
+        f'{dist.get_world_size()} processes, '
         'SyncBN layers built as BN.',
         logger='current')
     return cfg
@@ -136,7 +143,8 @@ def _sync_bn_to_bn(node):
 
 
 def latest_checkpoint(work_dir):
-    """The newest complete ``epoch_*.pth``/``iter_*.pth`` in ``work_dir``, or None.
+    """The newest complete ``epoch_*.pth``/``iter_*.pth`` in ``work_dir``, or
+    None.
 
     mmengine's auto-resume reads only the ``last_checkpoint`` pointer, which it
     writes after the checkpoint: a run killed in between would restart from

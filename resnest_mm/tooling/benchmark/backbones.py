@@ -1,4 +1,5 @@
-"""Backbones timed in each memory layout, and the training-step peak memory of each."""
+"""Backbones timed in each memory layout, and the training-step peak memory of
+each."""
 import json
 import os
 import subprocess
@@ -18,7 +19,8 @@ LAYOUTS = {
 
 
 def cpu_peak_memory_in_child(name, args, layout):
-    """Peak MiB of ``name``'s training step, measured by this script in a fresh process.
+    """Peak MiB of ``name``'s training step, measured by this script in a fresh
+    process.
 
     The child runs with glibc told to map every block over 64 KiB on its own
     and unmap it when freed, so its resident set follows the live tensors.
@@ -46,7 +48,8 @@ def cpu_peak_memory_in_child(name, args, layout):
 
 
 def inputs_and_steps(model, args, device, layout):
-    """The model in ``layout`` and its inference (batch, batch 1) and training steps."""
+    """The model in ``layout`` and its inference (batch, batch 1) and training
+    steps."""
     fmt = LAYOUTS[layout]
     model = model.to(device, memory_format=fmt)
     x = torch.randn(
@@ -68,7 +71,8 @@ def inputs_and_steps(model, args, device, layout):
 
 
 def measure_layout(models, args, device, layout):
-    """``{name: results}`` for every model in one memory layout, timed in turns."""
+    """``{name: results}`` for every model in one memory layout, timed in
+    turns."""
     steps = {
         name: inputs_and_steps(m, args, device, layout)
         for name, m in models.items()
@@ -108,8 +112,8 @@ def child_peak_memory(args):
     _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'),
                                         args.layouts[0])
     model.train()
-    train_step(
-    )  # once first: one-off allocations (oneDNN's caches) are not the step's
+    # once first: one-off allocations (oneDNN's caches) are not the step's
+    train_step()
     model.zero_grad(set_to_none=True)
     peak = peak_memory(train_step, torch.device('cpu'))
     print(
@@ -126,8 +130,9 @@ def benchmark_backbones(args, device):
         name: FlopAnalyzer(models[name], (torch.randn(
             1, 3, args.size, args.size), )).unsupported_ops_warnings(
                 False).uncalled_modules_warnings(False).total() / 1e9
+        # still in eval mode
         for name in plain
-    }  # still in eval mode
+    }
     gmacs.update({
         name: gmacs[name[:-len(CP_SUFFIX)]]
         for name in models if name not in plain

@@ -1,4 +1,5 @@
-"""A Faster R-CNN S-50 FPN (our COCO config) with our backbone and with upstream's."""
+"""A Faster R-CNN S-50 FPN (our COCO config) with our backbone and with
+upstream's."""
 import copy
 from pathlib import Path
 
@@ -12,7 +13,8 @@ DETECTOR_CONFIG = (
 
 
 def build_detector(backbone):
-    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with ``backbone``'s ResNeSt."""
+    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with
+    ``backbone``'s ResNeSt."""
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
     from mmengine.model import revert_sync_batchnorm
 
@@ -56,7 +58,8 @@ def benchmark_detector(args, device):
     }
     for name, r in report.items():
         print(
-            f"  Faster R-CNN, {name} backbone: train step {r['train_step_s']:.3f} s, "
+            f"  Faster R-CNN, {name} backbone: "
+            f"train step {r['train_step_s']:.3f} s, "
             f"inference {r['infer_s']:.3f} s",
             flush=True)
     return report

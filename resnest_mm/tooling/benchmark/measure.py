@@ -1,4 +1,5 @@
-"""How the benchmark measures: timing in turns, peak memory, the machine's matmul peak."""
+"""How the benchmark measures: timing in turns, peak memory, the machine's
+matmul peak."""
 import gc
 import platform
 import statistics
@@ -35,7 +36,8 @@ def interleaved_times(fns, device, warmup, repeat):
 
 
 def peak_memory(fn, device):
-    """Peak bytes that ``fn`` adds to what is allocated before it, or None where unknown.
+    """Peak bytes that ``fn`` adds to what is allocated before it, or None
+    where unknown.
 
     CUDA: ``max_memory_allocated``. CPU: the rise of the resident set, which
     tracks the live tensors only when glibc returns freed blocks at once
@@ -73,7 +75,8 @@ def autocast(device, amp):
 
 
 def matmul_peak_gflops(device, amp, args):
-    """GFLOP/s of a large square matrix product: the machine's practical peak."""
+    """GFLOP/s of a large square matrix product: the machine's practical
+    peak."""
     n = 8192 if device.type == 'cuda' else 4096
     dtype = (torch.float16 if device.type == 'cuda' else
              torch.bfloat16) if amp else torch.float32

@@ -1,4 +1,5 @@
-"""A small ADE20K-layout segmentation dataset of textured indoor and outdoor scenes.
+"""A small ADE20K-layout segmentation dataset of textured indoor and outdoor
+scenes.
 
 Each scene is a sky or wall above a horizon, road, grass or floor below it,
 and a few buildings, trees, people, cars or unlabelled things in front; every
@@ -21,7 +22,8 @@ from PIL import Image, ImageDraw
 
 from .regions import ngon, paint
 
-#: the classes drawn, with their ADE20K values (1 + index in ADE20KDataset's classes)
+#: the classes drawn, with their ADE20K values (1 + index in ADE20KDataset's
+#: classes)
 CLASSES = {
     'wall': 1,
     'building': 2,
@@ -45,7 +47,8 @@ def make_ade20k_scenes(root,
                        num_val=60,
                        image_size=(128, 128),
                        seed=0):
-    """Write the dataset under ``root/ADEChallengeData2016``; return ``{split: annotation folder}``.
+    """Write the dataset under ``root/ADEChallengeData2016``; return
+    ``{split: annotation folder}``.
 
     ``image_size`` is (width, height). Re-running with the same arguments
     rewrites identical files.
@@ -58,7 +61,8 @@ def make_ade20k_scenes(root,
     for split, num in (('training', num_train), ('validation', num_val)):
         prefix, offset = SPLITS[split]
         rng = np.random.default_rng([seed, offset])
-        images, annotations = base / 'images' / split, base / 'annotations' / split
+        images, annotations = (base / 'images' / split,
+                               base / 'annotations' / split)
         images.mkdir(parents=True, exist_ok=True)
         annotations.mkdir(parents=True, exist_ok=True)
         for index in range(1, num + 1):

@@ -1,4 +1,5 @@
-"""A small Cityscapes-layout dataset of textured street scenes, annotated as Cityscapes is.
+"""A small Cityscapes-layout dataset of textured street scenes, annotated as
+Cityscapes is.
 
 Each frame is a street seen from a car: sky, buildings and trees above the
 horizon, a road between sidewalks below it, poles with traffic signs, cars,
@@ -39,7 +40,8 @@ def make_cityscapes_scenes(root,
                            num_val=60,
                            image_size=(256, 128),
                            seed=0):
-    """Write images, polygons and label ids under ``root``; return ``{split: annotation folder}``.
+    """Write images, polygons and label ids under ``root``; return
+    ``{split: annotation folder}``.
 
     ``image_size`` is (width, height). Re-running with the same arguments
     rewrites identical files.
@@ -54,7 +56,8 @@ def make_cityscapes_scenes(root,
         for seq in range(num):
             city = CITIES[split][seq % len(CITIES[split])]
             stem = f'{city}_{seq:06d}_{FRAME:06d}'
-            images, gt = root / 'leftImg8bit' / split / city, root / 'gtFine' / split / city
+            images, gt = (root / 'leftImg8bit' / split / city,
+                          root / 'gtFine' / split / city)
             images.mkdir(parents=True, exist_ok=True)
             gt.mkdir(parents=True, exist_ok=True)
             polygons = json.dumps(
@@ -74,7 +77,8 @@ def make_cityscapes_scenes(root,
 
 
 def _street(rng, size):
-    """The labelled polygons of one street scene, back to front: ``[{label, polygon}]``."""
+    """The labelled polygons of one street scene, back to front:
+    ``[{label, polygon}]``."""
     width, height = size
     horizon = rng.uniform(0.35, 0.5) * height
     vanish = rng.uniform(0.3, 0.7) * width  # where the road meets the horizon
@@ -103,8 +107,8 @@ def _street(rng, size):
                      (0, height)])
     add('road', [(vanish - 2, horizon), (vanish + 2, horizon),
                  (width * 0.95, height), (width * 0.05, height)])
-    for _ in range(int(rng.integers(
-            0, 3))):  # a pole with a sign on the sidewalk's edge
+    # a pole with a sign on the sidewalk's edge
+    for _ in range(int(rng.integers(0, 3))):
         x = rng.choice([rng.uniform(0, 0.1), rng.uniform(0.9, 1.0)]) * width
         top = horizon - rng.uniform(0.1, 0.3) * height
         box('pole', x - 1, top, x + 1, rng.uniform(horizon + 4, height))

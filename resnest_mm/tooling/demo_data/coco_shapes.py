@@ -1,4 +1,5 @@
-"""A small COCO-layout detection dataset of coloured shapes on textured backgrounds.
+"""A small COCO-layout detection dataset of coloured shapes on textured
+backgrounds.
 
 Objects are things a detector learns in minutes on a CPU from scratch, yet
 not trivially: each class (circle, square, triangle) comes in any size and
@@ -87,7 +88,8 @@ def make_coco_shapes(root,
 
 
 def _draw_image(rng, size):
-    """One textured image with 1 to 3 non-overlapping shapes: (PIL image, [(category, polygon)])."""
+    """One textured image with 1 to 3 non-overlapping shapes: (PIL image,
+    [(category, polygon)])."""
     width, height = size
     base = rng.integers(60, 196, 3)
     texture = rng.normal(0, 1, (height // 8 + 1, width // 8 + 1, 3)) * 30
@@ -101,8 +103,8 @@ def _draw_image(rng, size):
     image = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(1.5))
     draw = ImageDraw.Draw(image)
 
-    objects, discs = [], [
-    ]  # discs: (cx, cy, r) bounding circles already placed
+    # discs: (cx, cy, r) bounding circles already placed
+    objects, discs = [], []
     for _ in range(int(rng.integers(1, 4))):
         for _attempt in range(20):
             r = float(rng.uniform(16, min(width, height) / 3.2))

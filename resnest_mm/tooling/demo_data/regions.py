@@ -1,4 +1,5 @@
-"""What the segmentation generators share: polygons, and painting label maps as images."""
+"""What the segmentation generators share: polygons, and painting label maps as
+images."""
 import math
 
 import numpy as np
@@ -6,7 +7,8 @@ from PIL import Image, ImageFilter
 
 
 def ngon(rng, cx, cy, rx, ry, corners):
-    """A convex polygon ``[(x, y), ...]`` of ``corners`` points on an ellipse, randomly rotated."""
+    """A convex polygon ``[(x, y), ...]`` of ``corners`` points on an ellipse,
+    randomly rotated."""
     start = rng.uniform(0, 2 * math.pi)
     return [(cx + rx * math.cos(start + 2 * math.pi * k / corners),
              cy + ry * math.sin(start + 2 * math.pi * k / corners))
@@ -14,7 +16,8 @@ def ngon(rng, cx, cy, rx, ry, corners):
 
 
 def paint(labels, rng, look_seed=0):
-    """Paint an ``(H, W)`` integer label map as an RGB image (PIL) of the same size.
+    """Paint an ``(H, W)`` integer label map as an RGB image (PIL) of the same
+    size.
 
     Each label value looks alike in every image (a colour and a stripe texture
     drawn from ``look_seed`` and the value), and ``rng`` varies it per image
