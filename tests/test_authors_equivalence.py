@@ -1,4 +1,5 @@
-"""Same function as the authors' PyPI package ``resnest`` 0.0.5, weights converted to our keys."""
+"""Same function as the authors' PyPI package ``resnest`` 0.0.5, weights
+converted to our keys."""
 import pytest
 import torch
 from resnest.torch import ablation, resnest

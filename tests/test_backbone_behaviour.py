@@ -1,4 +1,5 @@
-"""Where we differ from upstream on purpose: its defects fixed, bad input refused early."""
+"""Where we differ from upstream on purpose: its defects fixed, bad input
+refused early."""
 import pytest
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
@@ -29,7 +30,8 @@ def test_zero_init_residual_off_keeps_norms_at_one():
 
 
 def test_upstream_never_applies_zero_init_residual():
-    """The defect we fix: upstream checks ``block is Bottleneck`` (ResNet's), never true for ResNeSt."""
+    """The defect we fix: upstream checks ``block is Bottleneck`` (ResNet's),
+    never true for ResNeSt."""
     model = MMDetUpstream(depth=50, zero_init_residual=True)
     model.init_weights()
     assert torch.all(model.layer1[0].bn3.weight == 1)
@@ -75,7 +77,8 @@ def test_batch_size_one_trains_with_running_stats_in_attention():
 
 
 def test_batch_size_one_equals_attention_norm_in_eval_mode():
-    """The documented behaviour, against upstream with only its attention norms in eval mode."""
+    """The documented behaviour, against upstream with only its attention norms
+    in eval mode."""
     ref = randomize_(MMDetUpstream(depth=50, norm_eval=False))
     ours = ResNeSt(depth=50)
     ours.load_state_dict(ref.state_dict())
@@ -110,10 +113,11 @@ def test_split_attention_radix_one_is_a_sigmoid_gate():
 
 
 def test_split_attention_weights_sum_to_one_across_splits():
-    """With every split equal, weights that sum to 1 over the splits return that split.
+    """With every split equal, weights that sum to 1 over the splits return
+    that split.
 
-    Groups are radix-major (group ``g = r * K + k``), so equal splits need equal
-    weights and equal input channels for every radix index ``r``.
+    Groups are radix-major (group ``g = r * K + k``), so equal splits need
+    equal weights and equal input channels for every radix index ``r``.
     """
     radix, channels = 4, 16
     conv = randomize_(

@@ -1,4 +1,5 @@
-"""tools/benchmark.py end to end on a tiny input: what it reports, not how fast (no timing asserts)."""
+"""tools/benchmark.py end to end on a tiny input: what it reports, not how fast
+(no timing asserts)."""
 import json
 
 import pytest
@@ -27,8 +28,8 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
         assert r['train_peak_mib'] > 0  # measured in a child process on Linux
         assert r['infer_img_s'] == max(v['infer_img_s']
                                        for v in r['layouts'].values())
-    # one architecture, the same multiply-adds (up to the pooling, counted differently per op);
-    # ResNet-50 has fewer
+    # one architecture, the same multiply-adds (up to the pooling, counted
+    # differently per op); ResNet-50 has fewer
     gmacs = {n: r['gmacs'] for n, r in results['backbones'].items()}
     assert gmacs['ours'] == pytest.approx(gmacs['upstream mmdet'], rel=1e-3)
     assert gmacs['ours'] == pytest.approx(gmacs['authors'], rel=1e-3)

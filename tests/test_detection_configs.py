@@ -1,4 +1,5 @@
-"""Every detection config builds our backbone and runs a loss and a predict forward."""
+"""Every detection config builds our backbone and runs a loss and a predict
+forward."""
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
 CONFIGS = sorted(CONFIG_DIR.glob('**/*.py'))
 # DCNv2 config -> the recipe it extends
 DCN_CONFIGS = {
-    'faster-rcnn_s50-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-range-1x_coco.py':
+    'faster-rcnn_s50-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_'
+    'ms-range-1x_coco.py':
     'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py',
-    'cascade-mask-rcnn_s101-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-1x_coco.py':
+    'cascade-mask-rcnn_s101-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_'
+    'ms-1x_coco.py':
     'cascade-mask-rcnn_s101_fpn_syncbn-backbone+head_ms-1x_coco.py',
 }
 
@@ -28,12 +31,14 @@ def test_the_eight_reference_configs_are_there():
                       ('cascade-rcnn', 'ms-range'), ('cascade-mask-rcnn',
                                                      'ms')):
         for depth in (50, 101):
-            assert f'{model}_s{depth}_fpn_syncbn-backbone+head_{ms}-1x_coco.py' in names
+            assert (f'{model}_s{depth}_fpn_syncbn-backbone+head_'
+                    f'{ms}-1x_coco.py' in names)
 
 
 @pytest.mark.parametrize('name', DCN_CONFIGS, ids=lambda n: n.split('_fpn')[0])
 def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
-    """The authors' DCN setting (modulated, 2 deformable groups, stages 2-4), nothing else."""
+    """The authors' DCN setting (modulated, 2 deformable groups, stages 2-4),
+    nothing else."""
     cfg = Config.fromfile(CONFIG_DIR / name).to_dict()
     backbone = cfg['model']['backbone']
     assert backbone.pop('dcn') == dict(
@@ -44,8 +49,12 @@ def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     built = MODELS.build(Config.fromfile(CONFIG_DIR / name).model.backbone)
-    for stage, layer in enumerate(
-        (built.layer1, built.layer2, built.layer3, built.layer4)):
+    for stage, layer in enumerate((
+            built.layer1,
+            built.layer2,
+            built.layer3,
+            built.layer4,
+    )):
         convs = [block.conv2.conv for block in layer]
         assert all(
             isinstance(c, ModulatedDeformConv2dPack) == (stage > 0)
@@ -58,7 +67,8 @@ def test_config_builds_ours_and_runs(path):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports['imports'] == ['resnest_mm']
     backbone = cfg.model.backbone
-    if 'demo' not in path.parts:  # the real recipes: ImageNet weights by short name
+    # the real recipes: ImageNet weights by short name
+    if 'demo' not in path.parts:
         assert backbone.init_cfg['checkpoint'] == f'resnest{backbone.depth}'
         assert backbone.norm_cfg['type'] == 'SyncBN' and not backbone.norm_eval
         assert backbone.frozen_stages == 1

@@ -1,4 +1,5 @@
-"""The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and ONNX (onnxruntime)."""
+"""The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and
+ONNX (onnxruntime)."""
 import copy
 
 import numpy as np
@@ -50,7 +51,8 @@ def test_torch_compile_output_equals_eager():
 
 
 def test_torch_compile_trains_like_eager():
-    """A compiled training step: same outputs and gradients (fp64, so no ReLU decision flips)."""
+    """A compiled training step: same outputs and gradients (fp64, so no ReLU
+    decision flips)."""
     model = _model().double().train()
     compiled_model = copy.deepcopy(model)
     x = images((2, 3, 64, 64)).double()
@@ -67,7 +69,8 @@ def test_torch_compile_trains_like_eager():
 
 
 def test_batchnorm_folds_into_the_convs_for_inference():
-    """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair of ours."""
+    """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair
+    of ours."""
     from mmcv.cnn import fuse_conv_bn
     model = _model().eval()
     fused = fuse_conv_bn(copy.deepcopy(model))
@@ -107,7 +110,8 @@ def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
 
 @pytest.mark.parametrize(
     'config', [
-        'configs/segmentation/demo/resnest_s14-d8_deeplabv3_1xb4-200_ade20k-demo-64x64.py',
+        'configs/segmentation/demo/'
+        'resnest_s14-d8_deeplabv3_1xb4-200_ade20k-demo-64x64.py',
         'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py',
     ],
     ids=['segmentor', 'detector'])

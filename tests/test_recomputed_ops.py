@@ -1,4 +1,5 @@
-"""The training path that rebuilds the splits in backward: same numbers as upstream, less kept."""
+"""The training path that rebuilds the splits in backward: same numbers as
+upstream, less kept."""
 import pytest
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
@@ -10,7 +11,8 @@ from helpers import images, randomize_, rel_err
 
 
 def _saved_bytes(model, x):
-    """Bytes of the distinct activation storages autograd keeps for backward (weights excluded)."""
+    """Bytes of the distinct activation storages autograd keeps for backward
+    (weights excluded)."""
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
 
@@ -42,7 +44,8 @@ def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
 
 def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
         monkeypatch):
-    """What ours keeps is counted where it decides: tensors its hooks store, not recipes."""
+    """What ours keeps is counted where it decides: tensors its hooks store,
+    not recipes."""
     import resnest_mm.backbone
     from resnest_mm.recomputed_ops import RecomputedActivations
 
@@ -95,7 +98,8 @@ def test_running_statistics_update_as_batchnorm(momentum):
 
 
 def test_gradient_of_the_attention_alone():
-    """Only some inputs need a gradient: the recomputing ops must not assume all do."""
+    """Only some inputs need a gradient: the recomputing ops must not assume
+    all do."""
     ours = randomize_(ResNeSt(depth=14)).train()
     x = images((2, 3, 64, 64))
     out = ours(x)[-1].sum()

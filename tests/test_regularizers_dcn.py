@@ -20,12 +20,13 @@ def _blocks(model):
     return [b for name in model.res_layers for b in getattr(model, name)]
 
 
-# DropBlock ---------------------------------------------------------------------------
+# DropBlock -------------------------------------------------------------------
 
 
 def _expected_dropped_fraction(p, size, bs=3):
     """The paper's sampling, counted: a pixel is kept if none of the block
-    positions covering it (up to bs x bs, fewer at the border) starts a block."""
+    positions covering it (up to bs x bs, fewer at the border) starts a
+    block."""
     valid = size - bs + 1
     gamma = p / bs**2 * size**2 / valid**2
     per_row = torch.tensor(
@@ -42,7 +43,8 @@ def test_dropblock_drops_about_drop_prob_in_whole_3x3_blocks(p):
     out = drop(x)
     dropped = out == 0
     fraction = dropped.float().mean().item()
-    # Overlapping blocks make it a little less than p: 0.096 for 0.1, 0.18 for 0.2.
+    # Overlapping blocks make it a little less than p: 0.096 for 0.1, 0.18 for
+    # 0.2.
     assert abs(fraction - p) < 0.02
     assert abs(fraction - _expected_dropped_fraction(p, 48)) < 0.003
     # The dropped set is a union of whole 3x3 squares: every dropped pixel lies
@@ -59,7 +61,8 @@ def test_dropblock_drops_about_drop_prob_in_whole_3x3_blocks(p):
 
 
 def test_dropblock_keeps_the_mean_in_expectation():
-    """At a high rate a wrong scale shows: 1 / (1 - p) instead of numel / kept is 20 % off."""
+    """At a high rate a wrong scale shows: 1 / (1 - p) instead of numel / kept
+    is 20 % off."""
     drop = DropBlock2d(0.5).train()
     x = torch.rand(2, 8, 16, 16) + 0.5
     means = torch.stack([drop(x).mean() for _ in range(400)])
@@ -82,7 +85,8 @@ def test_dropblock_keeps_memory_format_and_dtype():
     out = drop(x.to(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, ref)
-    # float16 with more elements than float16 can count: the scale stays finite.
+    # float16 with more elements than float16 can count: the scale stays
+    # finite.
     half = drop(torch.ones(1, 64, 40, 40, dtype=torch.float16))
     assert half.dtype == torch.float16
     assert abs(half.float().mean().item() - 1) < 1e-2
@@ -90,7 +94,8 @@ def test_dropblock_keeps_memory_format_and_dtype():
 
 @pytest.mark.parametrize('size', [1, 2])
 def test_dropblock_on_maps_smaller_than_the_block(size):
-    """The block shrinks to the map; dropping everything gives zeros, not NaN."""
+    """The block shrinks to the map; dropping everything gives zeros, not
+    NaN."""
     drop = DropBlock2d(0.9).train()
     x = torch.ones(64, 1, size, size)
     out = drop(x)
@@ -103,7 +108,7 @@ def test_dropblock_on_maps_smaller_than_the_block(size):
     assert all(torch.isfinite(o).all() for o in single)
 
 
-# Stochastic depth --------------------------------------------------------------------
+# Stochastic depth ------------------------------------------------------------
 
 
 def test_drop_path_rate_rises_linearly_over_all_blocks():
@@ -132,13 +137,13 @@ def test_drop_path_drops_whole_residual_branches_per_sample():
     assert abs(is_dropped.float().mean().item() - 0.5) < 0.1
     assert (branch.flatten(1).abs().amax(1) >
             0).all()  # no branch was zero before
-    torch.testing.assert_close(dropped[kept],
-                               branch[kept] * 2)  # 1 / keep_prob
+    # 1 / keep_prob
+    torch.testing.assert_close(dropped[kept], branch[kept] * 2)
     # Applied to the branch before the sum with the identity.
     assert torch.equal(out, torch.relu(dropped + x))
 
 
-# The options off, in eval, and with checkpointing ------------------------------------
+# The options off, in eval, and with checkpointing ----------------------------
 
 
 def test_options_off_build_nothing_new():
@@ -183,7 +188,8 @@ def test_regularisers_are_exactly_the_identity_in_eval():
 
 
 def test_with_cp_redraws_the_same_masks():
-    """Checkpointing replays the RNG: same outputs and gradients as without it."""
+    """Checkpointing replays the RNG: same outputs and gradients as without
+    it."""
     kwargs = dict(depth=14, drop_path_rate=0.5, dropblock_prob=0.3)
     plain = randomize_(ResNeSt(**kwargs)).train()
     ckpt = ResNeSt(with_cp=True, **kwargs).train()
@@ -252,7 +258,7 @@ def test_bad_rates_are_refused(kwargs, match):
         ResNeSt(depth=14, **kwargs)
 
 
-# DCNv2 in the split-attention conv --------------------------------------------------
+# DCNv2 in the split-attention conv -------------------------------------------
 
 
 def _dcn_pair(stride=1, dilation=1):
@@ -295,7 +301,8 @@ def _dcn_pair(stride=1, dilation=1):
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
 def test_dcnv2_with_zero_offsets_and_unit_masks_is_the_plain_block(
         stride, dilation, train):
-    """Zero offsets sample the conv's own grid; masks of exactly 1 leave it unweighted.
+    """Zero offsets sample the conv's own grid; masks of exactly 1 leave it
+    unweighted.
 
     The mask is ``sigmoid`` of the last third of ``conv_offset``'s output, so
     zero offset weights with a mask bias of 50 give masks that are exactly 1
@@ -306,8 +313,8 @@ def test_dcnv2_with_zero_offsets_and_unit_masks_is_the_plain_block(
     with torch.no_grad():
         offset_conv.weight.zero_()
         offset_conv.bias.zero_()
-        offset_conv.bias[
-            2 * 2 * 9:] = 50.  # (offsets, offsets, masks) x 2 groups x 3x3
+        # (offsets, offsets, masks) x 2 groups x 3x3
+        offset_conv.bias[2 * 2 * 9:] = 50.
     assert torch.sigmoid(torch.tensor(50., dtype=torch.float64)) == 1
     plain.train(train)
     dcn.train(train)
@@ -332,16 +339,17 @@ def test_dcnv2_offsets_change_the_output():
 
 
 def test_dcnv2_matches_upstream_mmdet():
-    """Same keys (``conv2.conv.conv_offset.*``), outputs and gradients as mmdet with DCNv2.
+    """Same keys (``conv2.conv.conv_offset.*``), outputs and gradients as mmdet
+    with DCNv2.
 
     Compared in float64: through random offsets, the fp32 rounding differences
     of the two implementations grow to ~1e-5; in float64 they agree to 1e-10.
     """
     kwargs = dict(depth=50, norm_eval=False, stage_with_dcn=DCN_STAGES)
-    ref = randomize_(MMDetUpstream(dcn=dict(DCN),
-                                   **kwargs))  # upstream pops from the dict
-    with torch.no_grad(
-    ):  # randomize_ leaves mmcv's DCN weights (not nn.Conv2d) at init
+    # upstream pops from the dict
+    ref = randomize_(MMDetUpstream(dcn=dict(DCN), **kwargs))
+    # randomize_ leaves mmcv's DCN weights (not nn.Conv2d) at init
+    with torch.no_grad():
         for m in ref.modules():
             if isinstance(m, ModulatedDeformConv2dPack):
                 m.weight.normal_(0, (2 / m.weight[0].numel())**0.5)
@@ -369,7 +377,8 @@ def test_dcnv2_matches_upstream_mmdet():
 
 
 def test_dcnv2_starts_from_plain_imagenet_weights_with_zero_offsets(tmp_path):
-    """The recipe's init: ImageNet weights (no offsets) load, the offsets stay zero.
+    """The recipe's init: ImageNet weights (no offsets) load, the offsets stay
+    zero.
 
     Kaiming init of every ``nn.Conv2d`` also hits ``conv_offset``; mmcv's own
     ``init_weights`` must zero it afterwards, as the pretrained file cannot.
@@ -393,7 +402,8 @@ def test_dcnv2_starts_from_plain_imagenet_weights_with_zero_offsets(tmp_path):
 
 
 def test_dcnv2_gives_the_same_result_in_channels_last():
-    """mmcv's kernels misread channels_last tensors; our conv hands them contiguous ones."""
+    """mmcv's kernels misread channels_last tensors; our conv hands them
+    contiguous ones."""
     _, dcn = _dcn_pair()
     dcn.float().train()
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Loading checkpoints never runs code from them, and mmengine's own checkpoints load again."""
+"""Loading checkpoints never runs code from them, and mmengine's own
+checkpoints load again."""
 import contextlib
 import pickle
 
@@ -27,7 +28,8 @@ class WritesMarker:
 
 
 class ReachesThroughGetattr:
-    """Asks for ``getattr(HistoryBuffer, '__init__')``; getattr is admitted only for statistics."""
+    """Asks for ``getattr(HistoryBuffer, '__init__')``; getattr is admitted
+    only for statistics."""
 
     def __reduce__(self):
         return getattr, (HistoryBuffer, '__init__')
@@ -45,12 +47,12 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format):
             match='is refused: it contains the pickled global '
             'exec, and loading it could run code'):
         load_checkpoint_safely(path)
-    with pytest.raises(
-            UnsafeCheckpointError):  # through init_cfg=Pretrained as well
+    # through init_cfg=Pretrained as well
+    with pytest.raises(UnsafeCheckpointError):
         load_pretrained(ResNeSt(depth=14), path)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError
-                       ):  # and torch's own default load refuses it too
+    # and torch's own default load refuses it too
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
     assert not marker.exists()
 
@@ -60,9 +62,9 @@ def test_getattr_is_admitted_only_for_history_buffer_statistics(tmp_path):
     torch.save({'x': ReachesThroughGetattr()}, path)
     with pytest.raises(
             UnsafeCheckpointError,
-            match=
-            r"builtins\.getattr is allowed only as getattr\(HistoryBuffer, "
-            r"name\).*got getattr\(.*HistoryBuffer'>, '__init__'\)"):
+            match=(r'builtins\.getattr is allowed only as '
+                   r"getattr\(HistoryBuffer, "
+                   r"name\).*got getattr\(.*HistoryBuffer'>, '__init__'\)")):
         load_checkpoint_safely(path)
 
 
@@ -107,7 +109,8 @@ def make_runner(work_dir, name, max_iters, **kwargs):
 
 @pytest.fixture(scope='module')
 def mmengine_checkpoint(tmp_path_factory):
-    """A checkpoint written by mmengine's Runner: 2 iterations of a tiny model."""
+    """A checkpoint written by mmengine's Runner: 2 iterations of a tiny
+    model."""
     work_dir = tmp_path_factory.mktemp('work_dir')
     make_runner(work_dir, 'first', max_iters=2).train()
     return work_dir / 'iter_2.pth'
@@ -152,7 +155,8 @@ def test_without_the_allowlist_mmengine_checkpoints_fail_to_load(
 
 def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint,
                                                     tmp_path):
-    """What tools/train.py --resume does: a new Runner continues at iteration 2."""
+    """What tools/train.py --resume does: a new Runner continues at iteration
+    2."""
     record = RecordIters()
     runner = make_runner(
         tmp_path,
@@ -164,8 +168,8 @@ def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint,
     runner.train()
     assert record.iters == [2, 3]
     assert runner.iter == 4
-    saved = torch.load(mmengine_checkpoint
-                       )  # as mmengine calls it: weights_only=True by default
+    # as mmengine calls it: weights_only=True by default
+    saved = torch.load(mmengine_checkpoint)
     assert np.array_equal(
         runner.message_hub.get_scalar('train/loss').data[0][:2],
         saved['message_hub']['log_scalars']['train/loss'].data[0])

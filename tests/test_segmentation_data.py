@@ -1,4 +1,5 @@
-"""Segmentation data: the demo generators, the Cityscapes conversion and the dataset checks."""
+"""Segmentation data: the demo generators, the Cityscapes conversion and the
+dataset checks."""
 import json
 import re
 from pathlib import Path
@@ -18,8 +19,9 @@ DEMOS = {
     name: next(ROOT.glob(f'configs/segmentation/demo/*_{name}-demo-*.py'))
     for name in ('ade20k', 'cityscapes')
 }
-# The official Cityscapes table (Cordts et al. 2016; cityscapesscripts/helpers/labels.py):
-# label id -> train id of the 19 evaluated classes. Every other id is ignored (255).
+# The official Cityscapes table (Cordts et al. 2016;
+# cityscapesscripts/helpers/labels.py): label id -> train id of the 19
+# evaluated classes. Every other id is ignored (255).
 PUBLISHED_TRAIN_IDS = {
     7: 0,
     8: 1,
@@ -125,15 +127,18 @@ def convert(root, *args):
 def test_conversion_reproduces_the_official_train_ids_and_reruns_safely(
         tmp_path):
     from cityscapesscripts.helpers.labels import labels
-    assert {l.id: l.trainId
-            for l in labels if 0 <= l.trainId < 255} == PUBLISHED_TRAIN_IDS
+    assert {
+        label.id: label.trainId
+        for label in labels if 0 <= label.trainId < 255
+    } == PUBLISHED_TRAIN_IDS
     make_cityscapes_scenes(
         tmp_path, num_train=4, num_val=2, image_size=(96, 48))
     only_ids = next(tmp_path.glob('gtFine/val/*/*_polygons.json'))
     only_ids.unlink()  # this frame converts from its labelIds.png
     proc = convert(tmp_path, '--nproc', '2')
     assert proc.returncode == 0, proc.stderr
-    assert '6 frames under' in proc.stdout and '6 converted, 0 up to date, 0 failed' in proc.stdout
+    assert '6 frames under' in proc.stdout and (
+        '6 converted, 0 up to date, 0 failed' in proc.stdout)
 
     lut = np.full(256, 255, np.uint8)
     lut[list(PUBLISHED_TRAIN_IDS)] = list(PUBLISHED_TRAIN_IDS.values())
@@ -142,29 +147,33 @@ def test_conversion_reproduces_the_official_train_ids_and_reruns_safely(
         train_ids = png(str(ids_path).replace('_labelIds', '_labelTrainIds'))
         np.testing.assert_array_equal(train_ids, lut[png(ids_path)])
         seen |= set(np.unique(png(ids_path)).tolist())
-    assert {
-        1, 7, 26
-    } <= seen  # an ignored label (ego vehicle), road, car (incl. cargroup)
+    # an ignored label (ego vehicle), road, car (incl. cargroup)
+    assert {1, 7, 26} <= seen
 
     outputs = sorted(tmp_path.glob('gtFine/*/*/*_labelTrainIds.png'))
     mtimes = [p.stat().st_mtime_ns for p in outputs]
     again = convert(tmp_path)
-    assert again.returncode == 0 and '0 converted, 6 up to date, 0 failed' in again.stdout
+    assert again.returncode == 0 and ('0 converted, 6 up to date, 0 failed'
+                                      in again.stdout)
     assert [p.stat().st_mtime_ns for p in outputs] == mtimes
 
     broken = next(tmp_path.glob('gtFine/train/*/*_polygons.json'))
     broken.write_text(broken.read_text().replace('"sky"', '"skyy"'))
-    (tmp_path / 'gtFine/train/aachen/aachen_000099_000019_gtFine_labelIds.png'
-     ).write_bytes(b'x')
+    (tmp_path / 'gtFine/train/aachen/'
+     'aachen_000099_000019_gtFine_labelIds.png').write_bytes(b'x')
     failed = convert(tmp_path)
-    assert failed.returncode == 1 and '0 converted, 5 up to date, 2 failed' in failed.stdout
-    assert f"could not convert {broken}: ValueError: Label 'skyy' not known." in failed.stderr
-    assert 'aachen_000099_000019_gtFine_labelIds.png: UnidentifiedImageError' in failed.stderr
+    assert failed.returncode == 1 and ('0 converted, 5 up to date, 2 failed'
+                                       in failed.stdout)
+    assert (f"could not convert {broken}: ValueError: Label 'skyy' not known."
+            in failed.stderr)
+    assert ('aachen_000099_000019_gtFine_labelIds.png: UnidentifiedImageError'
+            in failed.stderr)
 
 
 def test_conversion_without_gtfine_names_the_download(tmp_path):
     proc = convert(tmp_path)
-    assert proc.returncode == 1 and 'download gtFine_trainvaltest.zip' in proc.stderr
+    assert proc.returncode == 1 and ('download gtFine_trainvaltest.zip'
+                                     in proc.stderr)
 
 
 @pytest.fixture
@@ -289,5 +298,6 @@ def test_check_dataset_tool_fails_in_seconds_with_the_fix(
         ],
         timeout=120)
     assert proc.returncode == 1
-    assert f'DatasetError: 3 of 3 images in {root}/leftImg8bit/train' in proc.stderr
+    assert (f'DatasetError: 3 of 3 images in {root}/leftImg8bit/train'
+            in proc.stderr)
     assert 'python tools/convert_cityscapes.py' in proc.stderr

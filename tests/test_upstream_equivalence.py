@@ -1,4 +1,5 @@
-"""Same keys, outputs and gradients as upstream mmdet 3.3 and mmseg 1.2 ResNeSt."""
+"""Same keys, outputs and gradients as upstream mmdet 3.3 and mmseg 1.2
+ResNeSt."""
 import pytest
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
@@ -67,7 +68,8 @@ LAYOUTS = {
 
 
 def _build_pair(name, layout='nchw'):
-    """Upstream and ours with the same weights, both in ``layout``, and the input shape."""
+    """Upstream and ours with the same weights, both in ``layout``, and the
+    input shape."""
     upstream_cls, ours_cls, kwargs, shape = CASES[name]
     ref = randomize_(upstream_cls(**kwargs))
     ours = ours_cls(**kwargs)
@@ -99,8 +101,8 @@ def test_outputs_match_in_float32(name, train, layout):
     for a, b in zip(out_ours, out_ref):
         assert a.shape == b.shape
         assert rel_err(a, b) <= TOL
-        assert a.is_contiguous(
-            memory_format=LAYOUTS[layout])  # no layout change on the way
+        # no layout change on the way
+        assert a.is_contiguous(memory_format=LAYOUTS[layout])
     # Training updates the same BatchNorm statistics.
     for (key, a), b in zip(ours.state_dict().items(),
                            ref.state_dict().values()):
@@ -112,7 +114,8 @@ def test_outputs_match_in_float32(name, train, layout):
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
 @pytest.mark.parametrize('name', CASES)
 def test_gradients_match_in_float64(name, train, layout):
-    """Gradients, compared where rounding cannot flip a ReLU or max-pool decision.
+    """Gradients, compared where rounding cannot flip a ReLU or max-pool
+    decision.
 
     In fp32 a 1e-7 difference in a ReLU input near 0, or in a near tie of the
     stem's max pool, sends a gradient down another path: fp32 gradients of any
@@ -148,7 +151,8 @@ def test_gradients_match_in_float64(name, train, layout):
 
 
 def test_with_cp_matches_plain_forward_and_backward():
-    """Checkpointed blocks (fp64, as above) give upstream's plain outputs and gradients."""
+    """Checkpointed blocks (fp64, as above) give upstream's plain outputs and
+    gradients."""
     kwargs = dict(depth=50, norm_eval=False, with_cp=True, frozen_stages=1)
     ref = randomize_(MMDetUpstream(**{**kwargs, 'with_cp': False})).double()
     ours = MMDetResNeSt(**kwargs)
@@ -162,6 +166,7 @@ def test_with_cp_matches_plain_forward_and_backward():
         assert rel_err(a, b) <= 1e-10
     ref_params = dict(ref.named_parameters())
     for key, p in ours.named_parameters():
-        if p.requires_grad:  # absolute floor: a bias before a train-mode BN has a zero gradient
+        # absolute floor: a bias before a train-mode BN has a zero gradient
+        if p.requires_grad:
             torch.testing.assert_close(
                 p.grad, ref_params[key].grad, rtol=1e-10, atol=1e-12)

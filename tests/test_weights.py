@@ -1,4 +1,5 @@
-"""Pretrained weights in every known layout give the outputs of the model that wrote them."""
+"""Pretrained weights in every known layout give the outputs of the model that
+wrote them."""
 import hashlib
 import importlib
 import importlib.util
@@ -55,7 +56,8 @@ def stage_outputs(model, x):
 
 
 def mmengine_checkpoint(state_dict):
-    """A checkpoint as mmengine's Runner writes it (message hub with HistoryBuffers included)."""
+    """A checkpoint as mmengine's Runner writes it (message hub with
+    HistoryBuffers included)."""
     hub = MessageHub('weights-test')
     hub.update_scalar('train/loss', 0.5)
     hub.update_info('iter', 2)
@@ -66,7 +68,8 @@ def mmengine_checkpoint(state_dict):
 
 
 def build_from_config(scope, config, **backbone):
-    """A model from one of mmdet's or mmseg's installed ResNeSt configs, backbone overridden."""
+    """A model from one of mmdet's or mmseg's installed ResNeSt configs,
+    backbone overridden."""
     package = importlib.import_module(scope)
     cfg = Config.fromfile(
         os.path.join(
@@ -79,7 +82,8 @@ def build_from_config(scope, config, **backbone):
         return registry.build(cfg.model), cfg
 
 
-MMDET_CONFIG = 'resnest/faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py'
+MMDET_CONFIG = (
+    'resnest/faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 MMSEG_CONFIG = 'resnest/resnest_s101-d8_fcn_4xb2-80k_cityscapes-512x1024.py'
 
 
@@ -87,8 +91,8 @@ MMSEG_CONFIG = 'resnest/resnest_s101-d8_fcn_4xb2-80k_cityscapes-512x1024.py'
 # saved as that source saves it. Returns (the source's outputs for x, path,
 # expected layout name, our model to load into, the keys left out).
 def authors_source(tmp_path, x):
-    """The authors' package, saved as their release files: a plain state dict, here in
-    torch's legacy (pre-1.6) format to cover it too."""
+    """The authors' package, saved as their release files: a plain state dict,
+    here in torch's legacy (pre-1.6) format to cover it too."""
     theirs = randomize_(resnest.resnest50()).eval()
     path = tmp_path / 'resnest50-release.pth'
     torch.save(theirs.state_dict(), path, _use_new_zipfile_serialization=False)
@@ -99,7 +103,8 @@ def authors_source(tmp_path, x):
 
 
 def mmpretrain_source(tmp_path, x):
-    """mmpretrain's ImageNet classifier: ``backbone.`` + ``head.fc`` inside ``state_dict``."""
+    """mmpretrain's ImageNet classifier: ``backbone.`` + ``head.fc`` inside
+    ``state_dict``."""
     theirs = randomize_(mmpretrain_resnest()(
         depth=50, stem_channels=64, out_indices=(0, 1, 2, 3)))
     state_dict = {f'backbone.{k}': v for k, v in theirs.state_dict().items()}
@@ -147,8 +152,9 @@ def test_each_layout_loads_to_the_source_outputs(source, tmp_path):
 
 def test_init_cfg_loads_an_mmdet_detector_checkpoint_inside_a_detector(
         tmp_path):
-    """A detector built from mmdet's zoo config with mmdet's own backbone, saved as mmengine
-    saves it; a detector with ours and init_cfg=Pretrained(that file) gets its backbone."""
+    """A detector built from mmdet's zoo config with mmdet's own backbone,
+    saved as mmengine saves it; a detector with ours and
+    init_cfg=Pretrained(that file) gets its backbone."""
     source, _ = build_from_config('mmdet', MMDET_CONFIG, type=MMDetUpstream)
     randomize_(source.backbone)
     path = tmp_path / 'faster-rcnn_s50.pth'
@@ -166,8 +172,9 @@ def test_init_cfg_loads_an_mmdet_detector_checkpoint_inside_a_detector(
 
 
 def test_mmseg_segmentor_checkpoint_gives_the_backbone_in_our_keys():
-    """The zoo's dilated ResNeSt FCN (depth 50 here) with mmseg's own backbone: the same
-    function as ours (test_upstream_equivalence), so the keys and tensors are what matter."""
+    """The zoo's dilated ResNeSt FCN (depth 50 here) with mmseg's own backbone:
+    the same function as ours (test_upstream_equivalence), so the keys and
+    tensors are what matter."""
     segmentor, cfg = build_from_config(
         'mmseg', MMSEG_CONFIG, type=MMSegUpstream, depth=50)
     converted = weights.convert_checkpoint(
@@ -184,7 +191,8 @@ def test_mmseg_segmentor_checkpoint_gives_the_backbone_in_our_keys():
         for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')
     }
     report = weights.load_converted(MMSegResNeSt(**kwargs), converted)
-    assert report.architecture.name == 'ResNeSt-50' and report.architecture.stem_channels == 128
+    assert (report.architecture.name == 'ResNeSt-50'
+            and report.architecture.stem_channels == 128)
     assert report.missing == [] and report.unexpected == []
 
 
@@ -219,7 +227,8 @@ def test_other_init_cfg_entries_run_first_and_extra_modules_are_reported(
         ])
     model.init_weights()
     assert_holds(model, state_dict)  # Pretrained wins over Constant
-    # The plugin is not in ImageNet weights: kept as the Constant init left it, not an error.
+    # The plugin is not in ImageNet weights: kept as the Constant init left it,
+    # not an error.
     assert torch.all(
         model.layer1[0].context_block.channel_add_conv[0].weight == 0.5)
     report = load_pretrained(
@@ -243,9 +252,9 @@ def test_depth_mismatch_names_both_depths(tmp_path):
     before = model.state_dict()
     with pytest.raises(ValueError) as info:
         load_pretrained(model, path)
-    assert (
-        'checkpoint is ResNeSt-101 (23 blocks in stage 3), model is ResNeSt-50 (6): '
-        'build the model with depth=101') in str(info.value)
+    assert ('checkpoint is ResNeSt-101 (23 blocks in stage 3), '
+            'model is ResNeSt-50 (6): '
+            'build the model with depth=101') in str(info.value)
     assert_holds(model, before)  # refused before anything was loaded
 
 
@@ -260,7 +269,8 @@ def test_stem_width_and_radix_mismatch_name_the_fix(resnest14_file):
 
 
 def test_unknown_layout_lists_the_expected_ones(tmp_path):
-    path = tmp_path / 'resnet50.pth'  # a plain ResNet's keys: no split-attention conv
+    # a plain ResNet's keys: no split-attention conv
+    path = tmp_path / 'resnet50.pth'
     torch.save(
         {
             'conv1.weight': torch.zeros(64, 3, 7, 7),
@@ -270,8 +280,8 @@ def test_unknown_layout_lists_the_expected_ones(tmp_path):
         load_pretrained(ResNeSt(depth=14), path)
     message = str(info.value)
     assert message.startswith(
-        'unknown checkpoint layout (first keys: conv1.weight, layer1.0.conv2.weight)'
-    )
+        'unknown checkpoint layout '
+        '(first keys: conv1.weight, layer1.0.conv2.weight)')
     for name, keys in weights.LAYOUTS.values():
         assert f'{name}: {keys}' in message
 
@@ -283,8 +293,8 @@ def test_missing_weights_are_named_and_refused(resnest14_file, tmp_path):
     torch.save(state_dict, path)
     with pytest.raises(
             ValueError,
-            match=
-            r'lacks 1 weights of the backbone: layer2\.0\.conv2\.fc1\.weight'):
+            match=(r'lacks 1 weights of the backbone: '
+                   r'layer2\.0\.conv2\.fc1\.weight')):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
 
 
@@ -314,8 +324,8 @@ def test_init_cfg_prefix_finds_a_backbone_elsewhere(resnest14_file, tmp_path):
     model.init_weights()
     assert_holds(model, state_dict)
     with pytest.raises(ValueError, match='unknown checkpoint layout'):
-        load_pretrained(ResNeSt(depth=14, stem_channels=64),
-                        path)  # not found without it
+        # not found without it
+        load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
@@ -334,7 +344,8 @@ def test_truncated_or_corrupt_file_says_so(resnest14_file, tmp_path, damage):
 
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
-    """The torch hub cache in tmp_path, and every download failing as without network."""
+    """The torch hub cache in tmp_path, and every download failing as without
+    network."""
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
 
     def no_network(url, dst, hash_prefix=None, progress=True):
@@ -350,7 +361,8 @@ def offline_hub(tmp_path, monkeypatch):
                    ('resnest269', 'resnest269-0cc87c48.pth')])
 def test_short_name_offline_says_which_file_to_put_where(
         offline_hub, name, file):
-    url = f'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{file}'
+    url = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
+           f'weights_step1/{file}')
     with pytest.raises(FileNotFoundError) as info:
         weights.resolve_checkpoint(name)
     assert f'could not download {url}' in str(info.value)
@@ -407,16 +419,15 @@ def test_convert_weights_tool_writes_our_layout_and_verifies(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ours = ResNeSt(depth=14, stem_channels=64)
-    assert (
-        f"layout:     authors' release / timm\n"
-        f'network:    ResNeSt-14 (blocks per stage (1, 1, 1, 1), stem 64, radix 2, groups 1)\n'
-        f'parameters: {sum(p.numel() for p in ours.parameters()):,}\n'
-    ) in result.stdout
-    assert (
-        "verify:     stage-4 output vs the authors' resnest package: largest difference"
-        in result.stdout)
-    ours.load_state_dict(torch.load(
-        dst, weights_only=True))  # strict: exactly our keys
+    assert (f"layout:     authors' release / timm\n"
+            f'network:    ResNeSt-14 (blocks per stage (1, 1, 1, 1), stem 64, '
+            f'radix 2, groups 1)\n'
+            f'parameters: {sum(p.numel() for p in ours.parameters()):,}\n'
+            ) in result.stdout
+    assert ("verify:     stage-4 output vs the authors' resnest package: "
+            'largest difference' in result.stdout)
+    # strict: exactly our keys
+    ours.load_state_dict(torch.load(dst, weights_only=True))
     x = images((2, 3, 64, 64))
     with torch.no_grad():
         assert rel_err(

@@ -33,9 +33,8 @@ def main():
     for split, dataset_type, summary in checked:
         print(f'{split} ({dataset_type}): {summary}')
     if not checked:
-        print(
-            f'{args.config} has no dataset of a checked type ({", ".join(CHECKS)})'
-        )
+        print(f'{args.config} has no dataset of a checked type '
+              f'({", ".join(CHECKS)})')
 
 
 if __name__ == '__main__':

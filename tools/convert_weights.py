@@ -1,4 +1,5 @@
-"""Write ResNeSt weights from any known layout as a checkpoint in ours, and say what was found.
+"""Write ResNeSt weights from any known layout as a checkpoint in ours, and say
+what was found.
 
     python tools/convert_weights.py SRC DST [--verify] [--size 224]
 
@@ -6,11 +7,12 @@ SRC is a file in any layout that ``resnest_mm`` accepts (the authors'
 release / timm, mmpretrain, an mmdet or mmseg model, ours), an http(s) URL or
 a short name (``resnest50``, ``open-mmlab://resnest101``, ...). DST gets a
 plain state dict in our keys (also mmdet's and mmseg's), which
-``torch.load(weights_only=True)`` reads anywhere. ``--verify`` builds the source's own
-implementation where it is importable, loads SRC into it unconverted and
-prints the largest difference between its stage-4 output and ours (eval
-mode, the same random input); it exits with status 1 above a relative 1e-4.
-Both are built with ``avd_first=False``: the weights do not record it.
+``torch.load(weights_only=True)`` reads anywhere. ``--verify`` builds the
+source's own implementation where it is importable, loads SRC into it
+unconverted and prints the largest difference between its stage-4 output and
+ours (eval mode, the same random input); it exits with status 1 above a
+relative 1e-4. Both are built with ``avd_first=False``: the weights do not
+record it.
 """
 import argparse
 import pickle
@@ -72,7 +74,8 @@ def main(argv=None):
 
 
 def verify(converted, checkpoint, arch, ours, size):
-    """Compare stage-4 outputs with the source's implementation; 0 if they agree."""
+    """Compare stage-4 outputs with the source's implementation; 0 if they
+    agree."""
     source_state_dict = checkpoint.get('state_dict', checkpoint)
     try:
         name, reference, forward = build_reference(converted, arch,
@@ -101,7 +104,8 @@ def verify(converted, checkpoint, arch, ours, size):
 
 
 def build_reference(converted, arch, source_state_dict):
-    """The source layout's own implementation: (name, model with SRC's keys, stage-4 forward)."""
+    """The source layout's own implementation: (name, model with SRC's keys,
+    stage-4 forward)."""
     weights = {
         k[len(converted.prefix):]: v
         for k, v in source_state_dict.items() if k.startswith(converted.prefix)
@@ -142,8 +146,8 @@ def build_reference(converted, arch, source_state_dict):
         def forward(x):
             return model(x)[-1]
 
-    model.load_state_dict(
-        weights)  # strict: the source's own keys, unconverted
+    # strict: the source's own keys, unconverted
+    model.load_state_dict(weights)
     return name, model, forward
 
 

@@ -1,4 +1,5 @@
-"""Run a trained detector on one image and save the picture with its boxes and masks.
+"""Run a trained detector on one image and save the picture with its boxes and
+masks.
 
     python tools/infer_demo.py IMAGE CONFIG CHECKPOINT [--out result.jpg]
                                [--score-thr 0.3] [--device cpu]
@@ -15,7 +16,7 @@ from resnest_mm.tooling.runner_setup import load_config, task_of
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('image')
     parser.add_argument('config')
     parser.add_argument('checkpoint')

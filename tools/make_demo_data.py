@@ -1,7 +1,9 @@
 """Generate a small demo dataset in an exact public layout (deterministic).
 
-    python tools/make_demo_data.py coco data/coco [--num-train 240] [--num-val 60]
-    python tools/make_demo_data.py ade20k data/ade        # data/ade/ADEChallengeData2016/
+    python tools/make_demo_data.py coco data/coco [--num-train 240]
+                                   [--num-val 60]
+    python tools/make_demo_data.py ade20k data/ade
+                                   # data/ade/ADEChallengeData2016/
     python tools/make_demo_data.py cityscapes data/cityscapes
 
 Cityscapes, as the real one, then needs its training labels:
@@ -36,9 +38,8 @@ def main():
         num_train=args.num_train,
         num_val=args.num_val,
         seed=args.seed)
-    print(
-        f'{args.layout} demo data in {args.root} ({time.perf_counter() - start:.1f}s):'
-    )
+    print(f'{args.layout} demo data in {args.root} '
+          f'({time.perf_counter() - start:.1f}s):')
     for split, path in written.items():
         print(f'  {split}: {path}')
 

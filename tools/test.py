@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint of a detector or a segmentor; the task is read from the config.
+"""Evaluate a checkpoint of a detector or a segmentor; the task is read from
+the config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
                          [--show-dir DIR] [--show] [--cfg-options k=v ...]
@@ -23,7 +24,7 @@ from resnest_mm.tooling.runner_setup import (add_common_args,
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics')
@@ -68,13 +69,16 @@ def main():
     if args.out and task == 'segmentation':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.out and task == 'detection' and not args.out.endswith(
-        ('.pkl', '.pickle')):
+    if args.out and task == 'detection' and not args.out.endswith((
+            '.pkl',
+            '.pickle',
+    )):
         raise ValueError(
             f'--out must be a .pkl file for detection, got {args.out}')
     setup_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(
-        cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = (
+        Runner.from_cfg(cfg)
+        if 'runner_type' not in cfg else RUNNERS.build(cfg))
     if args.out and task == 'detection':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
