@@ -1,8 +1,8 @@
-# The Cityscapes demo: the real DeepLabV3 S-50 recipe, shrunk to learn the generated
-# Cityscapes-layout streets (python tools/make_demo_data.py cityscapes data/cityscapes,
-# then python tools/convert_cityscapes.py data/cityscapes; 256x128 images) in minutes
-# on a CPU. Everything not overridden here is the real recipe, data_root included
-# (data/cityscapes/).
+# The Cityscapes demo: the real DeepLabV3 S-50 recipe, shrunk to learn the
+# generated Cityscapes-layout streets (python tools/make_demo_data.py
+# cityscapes data/cityscapes, then python tools/convert_cityscapes.py
+# data/cityscapes; 256x128 images) in minutes on a CPU. Everything not
+# overridden here is the real recipe, data_root included (data/cityscapes/).
 _base_ = '../resnest_s50-d8_deeplabv3_4xb2-80k_cityscapes-512x1024.py'
 
 crop_size = (64, 128)  # the images are 128x256 (Cityscapes' 1024x2048)
@@ -37,7 +37,8 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=2, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# A short schedule: 200 iterations of 2 images (the base's batch per GPU), poly decay.
+# A short schedule: 200 iterations of 2 images (the base's batch per GPU), poly
+# decay.
 max_iters = 200
 train_cfg = dict(max_iters=max_iters, val_interval=100)
 param_scheduler = [

@@ -1,7 +1,7 @@
-# The ADE20K demo: the real DeepLabV3 S-50 recipe, shrunk to learn the generated
-# ADE20K-layout scenes (python tools/make_demo_data.py ade20k data/ade, 128x128
-# images) in minutes on a CPU. Everything not overridden here is the real recipe,
-# data_root included (data/ade/ADEChallengeData2016).
+# The ADE20K demo: the real DeepLabV3 S-50 recipe, shrunk to learn the
+# generated ADE20K-layout scenes (python tools/make_demo_data.py ade20k
+# data/ade, 128x128 images) in minutes on a CPU. Everything not overridden here
+# is the real recipe, data_root included (data/ade/ADEChallengeData2016).
 _base_ = '../resnest_s50-d8_deeplabv3_4xb4-160k_ade20k-512x512.py'
 
 crop_size = (64, 64
@@ -37,7 +37,8 @@ train_dataloader = dict(num_workers=2, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=2, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# A short schedule: 200 iterations of 4 images (the base's batch per GPU), poly decay.
+# A short schedule: 200 iterations of 4 images (the base's batch per GPU), poly
+# decay.
 max_iters = 200
 train_cfg = dict(max_iters=max_iters, val_interval=100)
 param_scheduler = [
