@@ -124,13 +124,13 @@ def benchmark_backbones(args, device):
     models = build_models(args.depth, args.with_cp)
     x = torch.randn(2, 3, 64, 64)
     same = check_same_function(models, x)
-    plain = [name for name in models
-             if not name.endswith(CP_SUFFIX)]  # a traced checkpoint fails
+    # a traced checkpoint fails
+    plain = [name for name in models if not name.endswith(CP_SUFFIX)]
+    # still in eval mode
     gmacs = {
         name: FlopAnalyzer(models[name], (torch.randn(
             1, 3, args.size, args.size), )).unsupported_ops_warnings(
                 False).uncalled_modules_warnings(False).total() / 1e9
-        # still in eval mode
         for name in plain
     }
     gmacs.update({
