@@ -1,4 +1,5 @@
-"""A Faster R-CNN S-50 FPN (our COCO config) with our backbone and with upstream's."""
+"""A Faster R-CNN S-50 FPN (our COCO config) with our backbone and with
+upstream's."""
 import copy
 from pathlib import Path
 
@@ -6,12 +7,14 @@ import torch
 
 from .measure import autocast, interleaved_times
 
-DETECTOR_CONFIG = (Path(__file__).parents[3] / 'configs/detection/'
-                   'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
+DETECTOR_CONFIG = (
+    Path(__file__).parents[3] / 'configs/detection/'
+    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 
 
 def build_detector(backbone):
-    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with ``backbone``'s ResNeSt."""
+    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with
+    ``backbone``'s ResNeSt."""
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
     from mmengine.model import revert_sync_batchnorm
 
@@ -31,20 +34,34 @@ def benchmark_detector(args, device):
     detectors = {'ours': build_detector('ours')}
     detectors['upstream mmdet'] = build_detector('upstream mmdet')
     detectors['upstream mmdet'].load_state_dict(detectors['ours'].state_dict())
-    data = demo_mm_inputs(batch_size=args.det_batch, image_shapes=(3, args.det_size, args.det_size),
-                          num_items=[5] * args.det_batch, num_classes=80)
-    steps = {name: detector_steps(det.to(device), data, args, device)
-             for name, det in detectors.items()}
+    data = demo_mm_inputs(
+        batch_size=args.det_batch,
+        image_shapes=(3, args.det_size, args.det_size),
+        num_items=[5] * args.det_batch,
+        num_classes=80)
+    steps = {
+        name: detector_steps(det.to(device), data, args, device)
+        for name, det in detectors.items()
+    }
     times = {}
-    for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1, False)):
+    for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1,
+                                                             False)):
         for det in detectors.values():
             det.train(train)
-        times[metric] = interleaved_times({n: s[index] for n, s in steps.items()},
-                                          device, args.warmup, args.repeat)
-    report = {name: {metric: times[metric][name] for metric in times} for name in detectors}
+        times[metric] = interleaved_times(
+            {n: s[index]
+             for n, s in steps.items()}, device, args.warmup, args.repeat)
+    report = {
+        name: {metric: times[metric][name]
+               for metric in times}
+        for name in detectors
+    }
     for name, r in report.items():
-        print(f"  Faster R-CNN, {name} backbone: train step {r['train_step_s']:.3f} s, "
-              f"inference {r['infer_s']:.3f} s", flush=True)
+        print(
+            f"  Faster R-CNN, {name} backbone: "
+            f"train step {r['train_step_s']:.3f} s, "
+            f"inference {r['infer_s']:.3f} s",
+            flush=True)
     return report
 
 

@@ -1,4 +1,5 @@
-"""How the benchmark measures: timing in turns, peak memory, the machine's matmul peak."""
+"""How the benchmark measures: timing in turns, peak memory, the machine's
+matmul peak."""
 import gc
 import platform
 import statistics
@@ -35,7 +36,8 @@ def interleaved_times(fns, device, warmup, repeat):
 
 
 def peak_memory(fn, device):
-    """Peak bytes that ``fn`` adds to what is allocated before it, or None where unknown.
+    """Peak bytes that ``fn`` adds to what is allocated before it, or None
+    where unknown.
 
     CUDA: ``max_memory_allocated``. CPU: the rise of the resident set, which
     tracks the live tensors only when glibc returns freed blocks at once
@@ -67,16 +69,21 @@ def _proc_status(key):
 def autocast(device, amp):
     if not amp:
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
+    return torch.autocast(
+        device.type,
+        dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
 
 
 def matmul_peak_gflops(device, amp, args):
-    """GFLOP/s of a large square matrix product: the machine's practical peak."""
+    """GFLOP/s of a large square matrix product: the machine's practical
+    peak."""
     n = 8192 if device.type == 'cuda' else 4096
-    dtype = (torch.float16 if device.type == 'cuda' else torch.bfloat16) if amp else torch.float32
+    dtype = (torch.float16 if device.type == 'cuda' else
+             torch.bfloat16) if amp else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup, args.repeat)['mm']
+    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup,
+                                args.repeat)['mm']
     return 2 * n**3 / seconds / 1e9
 
 
