@@ -22,7 +22,8 @@ def _check_input(x, in_channels):
     Skipped under ``torch.jit.trace`` and ONNX export, which would record the
     check as a constant and warn.
     """
-    if not torch.jit.is_tracing() and (x.dim() != 4 or x.size(1) != in_channels):
+    if not torch.jit.is_tracing() and (x.dim() != 4
+                                       or x.size(1) != in_channels):
         raise ValueError(
             f'ResNeSt expects a 4-D input (N, {in_channels}, H, W), got shape '
             f'{tuple(x.shape)}. Batch single images with x[None] and check '
@@ -31,7 +32,8 @@ def _check_input(x, in_channels):
 
 
 class ResNeSt(BaseModule):
-    """ResNeSt backbone (`Split-Attention Networks <https://arxiv.org/abs/2004.08955>`_).
+    """ResNeSt backbone (`Split-Attention Networks
+    <https://arxiv.org/abs/2004.08955>`_).
 
     A drop-in superset of mmdet 3.3's and mmseg 1.2's ``ResNeSt``: it takes
     all of their arguments with the same meaning, has the same state_dict keys
@@ -90,7 +92,8 @@ class ResNeSt(BaseModule):
         dcn (dict, optional): Deformable conv config for the split conv, e.g.
             ``dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)``
             (DCNv2, Zhu et al. 2019, as in the authors' strongest detector);
-            its offset convs add ``conv2.conv.conv_offset.*`` keys, as upstream.
+            its offset convs add ``conv2.conv.conv_offset.*`` keys, as
+            upstream.
         stage_with_dcn (Sequence[bool]): Stages that use ``dcn``, e.g.
             ``(False, True, True, True)``.
         plugins (list[dict], optional): mmcv plugins, each with ``cfg``,
@@ -167,27 +170,39 @@ class ResNeSt(BaseModule):
         if not 1 <= num_stages <= 4:
             raise ValueError(f'num_stages must be 1..4, got {num_stages}')
         _check_arguments(
-            radix=radix, groups=groups, num_stages=num_stages, strides=strides,
-            dilations=dilations, out_indices=out_indices, style=style,
-            frozen_stages=frozen_stages, deep_stem=deep_stem,
-            stem_channels=stem_channels, dcn=dcn,
-            stage_with_dcn=stage_with_dcn, multi_grid=multi_grid,
+            radix=radix,
+            groups=groups,
+            num_stages=num_stages,
+            strides=strides,
+            dilations=dilations,
+            out_indices=out_indices,
+            style=style,
+            frozen_stages=frozen_stages,
+            deep_stem=deep_stem,
+            stem_channels=stem_channels,
+            dcn=dcn,
+            stage_with_dcn=stage_with_dcn,
+            multi_grid=multi_grid,
             last_stage_blocks=self.arch_settings[depth][1][num_stages - 1],
-            drop_path_rate=drop_path_rate, dropblock_prob=dropblock_prob)
+            drop_path_rate=drop_path_rate,
+            dropblock_prob=dropblock_prob)
         if init_cfg and pretrained:
-            raise ValueError('init_cfg and pretrained cannot be set at the same time; '
-                             'use init_cfg=dict(type="Pretrained", checkpoint=...)')
+            raise ValueError(
+                'init_cfg and pretrained cannot be set at the same time; '
+                'use init_cfg=dict(type="Pretrained", checkpoint=...)')
         block_init_cfg = None
         if isinstance(pretrained, str):
             warnings.warn('pretrained is deprecated, use init_cfg=dict('
                           'type="Pretrained", checkpoint=...) instead')
             self.init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         elif pretrained is not None:
-            raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
+            raise TypeError(
+                f'pretrained must be a str or None, got {type(pretrained)}')
         elif init_cfg is None:
             self.init_cfg = [
                 dict(type='Kaiming', layer='Conv2d'),
-                dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+                dict(
+                    type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
             ]
             if zero_init_residual:
                 block_init_cfg = dict(
@@ -230,9 +245,11 @@ class ResNeSt(BaseModule):
         self._make_stem_layer(in_channels, stem_channels)
         self.inplanes = stem_channels
         self.res_layers = []
-        # Stochastic depth rises linearly over all blocks of the network (timm's rule).
-        drop_path_rates = torch.linspace(
-            0, drop_path_rate, sum(self.stage_blocks)).split(self.stage_blocks)
+        # Stochastic depth rises linearly over all blocks of the network
+        # (timm's rule).
+        drop_path_rates = torch.linspace(0, drop_path_rate,
+                                         sum(self.stage_blocks)).split(
+                                             self.stage_blocks)
         for i, num_blocks in enumerate(self.stage_blocks):
             planes = base_channels * 2**i
             last = i == num_stages - 1
@@ -245,7 +262,8 @@ class ResNeSt(BaseModule):
                 multi_grid=multi_grid if last else None,
                 drop_path_rates=drop_path_rates[i].tolist(),
                 dcn=dcn if stage_with_dcn[i] else None,
-                plugins=self.make_stage_plugins(plugins, i) if plugins else None,
+                plugins=self.make_stage_plugins(plugins, i)
+                if plugins else None,
                 # stages 3 and 4 only, as in the authors' resnet.py
                 dropblock_prob=dropblock_prob if i >= 2 else 0.,
                 init_cfg=block_init_cfg)
@@ -273,7 +291,8 @@ class ResNeSt(BaseModule):
 
     def make_res_layer(self, inplanes, planes, num_blocks, stride, dilation,
                        multi_grid, drop_path_rates, **block_kwargs):
-        """One stage: ``num_blocks`` bottlenecks, the first with the stride and shortcut.
+        """One stage: ``num_blocks`` bottlenecks, the first with the stride and
+        shortcut.
 
         ``drop_path_rates`` gives each block's stochastic depth rate.
 
@@ -291,12 +310,19 @@ class ResNeSt(BaseModule):
             if self.avg_down:
                 conv_stride = 1
                 layers.append(
-                    nn.AvgPool2d(stride, stride, ceil_mode=True,
-                                 count_include_pad=False))
+                    nn.AvgPool2d(
+                        stride,
+                        stride,
+                        ceil_mode=True,
+                        count_include_pad=False))
             layers += [
-                build_conv_layer(self.conv_cfg, inplanes,
-                                 planes * block.expansion, 1,
-                                 stride=conv_stride, bias=False),
+                build_conv_layer(
+                    self.conv_cfg,
+                    inplanes,
+                    planes * block.expansion,
+                    1,
+                    stride=conv_stride,
+                    bias=False),
                 build_norm_layer(self.norm_cfg, planes * block.expansion)[1]
             ]
             downsample = nn.Sequential(*layers)
@@ -304,7 +330,8 @@ class ResNeSt(BaseModule):
         if multi_grid is not None:
             block_dilations = list(multi_grid)
         else:
-            first = dilation // 2 if self.contract_dilation and dilation > 1 else dilation
+            first = ((dilation // 2)
+                     if self.contract_dilation and dilation > 1 else dilation)
             block_dilations = [first] + [dilation] * (num_blocks - 1)
         blocks = []
         for i, (block_dilation, drop_path_rate) in enumerate(
@@ -333,8 +360,9 @@ class ResNeSt(BaseModule):
 
     def _out_stages(self):
         """The stages ``forward`` returns, in its order (stage order)."""
-        return [i for i in range(len(self.res_layers))
-                if i in self.out_indices]
+        return [
+            i for i in range(len(self.res_layers)) if i in self.out_indices
+        ]
 
     @property
     def out_channels(self):
@@ -348,8 +376,10 @@ class ResNeSt(BaseModule):
 
         4 for the stem, times each stage's stride; dilated stages keep it.
         """
-        strides = [4 * math.prod(self.strides[:i + 1])
-                   for i in range(len(self.res_layers))]
+        strides = [
+            4 * math.prod(self.strides[:i + 1])
+            for i in range(len(self.res_layers))
+        ]
         return tuple(strides[i] for i in self._out_stages())
 
     @property
@@ -363,8 +393,14 @@ class ResNeSt(BaseModule):
 
             def conv_bn_relu(cin, cout, stride):
                 return [
-                    build_conv_layer(self.conv_cfg, cin, cout, 3,
-                                     stride=stride, padding=1, bias=False),
+                    build_conv_layer(
+                        self.conv_cfg,
+                        cin,
+                        cout,
+                        3,
+                        stride=stride,
+                        padding=1,
+                        bias=False),
                     build_norm_layer(self.norm_cfg, cout)[1],
                     nn.ReLU(inplace=True)
                 ]
@@ -373,9 +409,14 @@ class ResNeSt(BaseModule):
                                       *conv_bn_relu(half, half, 1),
                                       *conv_bn_relu(half, stem_channels, 1))
         else:
-            self.conv1 = build_conv_layer(self.conv_cfg, in_channels,
-                                          stem_channels, 7, stride=2,
-                                          padding=3, bias=False)
+            self.conv1 = build_conv_layer(
+                self.conv_cfg,
+                in_channels,
+                stem_channels,
+                7,
+                stride=2,
+                padding=3,
+                bias=False)
             self.norm1_name, norm1 = build_norm_layer(
                 self.norm_cfg, stem_channels, postfix=1)
             self.add_module(self.norm1_name, norm1)
@@ -383,45 +424,60 @@ class ResNeSt(BaseModule):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def init_weights(self):
-        """Initialise as ``init_cfg`` says; ``Pretrained`` loads through :mod:`resnest_mm.weights`.
+        """Initialise as ``init_cfg`` says; ``Pretrained`` loads through
+        :mod:`resnest_mm.weights`.
 
         mmengine's ``PretrainedInit`` loads with ``strict=False`` and only logs
         mismatched keys, so weights in another layout would leave the backbone
-        at its random initialisation. :func:`~resnest_mm.weights.load_pretrained`
-        converts any known layout, checks the architecture and refuses missing
-        weights. Other entries (e.g. ``Kaiming``) still run first.
+        at its random initialisation.
+        :func:`~resnest_mm.weights.load_pretrained` converts any known layout,
+        checks the architecture and refuses missing weights. Other entries
+        (e.g. ``Kaiming``) still run first.
         """
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-        pretrained = [c for c in cfgs if c and c['type'] in ('Pretrained', PretrainedInit)]
+        cfgs = self.init_cfg if isinstance(self.init_cfg,
+                                           list) else [self.init_cfg]
+        pretrained = [
+            c for c in cfgs
+            if c and c['type'] in ('Pretrained', PretrainedInit)
+        ]
         if self.is_init or not pretrained:
             return super().init_weights()
-        init_cfg, self.init_cfg = self.init_cfg, [c for c in cfgs if c not in pretrained]
+        init_cfg, self.init_cfg = self.init_cfg, [
+            c for c in cfgs if c not in pretrained
+        ]
         try:
             super().init_weights()
         finally:
             self.init_cfg = init_cfg
         for cfg in pretrained:
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                            map_location=cfg.get('map_location', 'cpu'))
+            load_pretrained(
+                self,
+                cfg['checkpoint'],
+                prefix=cfg.get('prefix'),
+                map_location=cfg.get('map_location', 'cpu'))
 
     def _freeze_stages(self):
         if self.frozen_stages >= 0:
             stem = [self.stem] if self.deep_stem else [self.conv1, self.norm1]
-            frozen = stem + [getattr(self, f'layer{i}')
-                             for i in range(1, self.frozen_stages + 1)]
+            frozen = stem + [
+                getattr(self, f'layer{i}')
+                for i in range(1, self.frozen_stages + 1)
+            ]
             for m in frozen:
                 m.eval()
                 for param in m.parameters():
                     param.requires_grad = False
 
     def forward(self, x):
-        """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage outputs."""
+        """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage
+        outputs."""
         x = _check_input(x, self.in_channels)
         rebuild = self.training and torch.is_grad_enabled() and not tracing(x)
         with RecomputedActivations() if rebuild else nullcontext():
             if self.deep_stem:  # (conv, norm, relu) x 3
                 for i in range(0, len(self.stem), 3):
-                    x, _ = norm_relu(self.stem[i](x), self.stem[i + 1], self.stem[i + 2])
+                    x, _ = norm_relu(self.stem[i](x), self.stem[i + 1],
+                                     self.stem[i + 2])
             else:
                 x, _ = norm_relu(self.conv1(x), self.norm1, self.relu)
             x = self.maxpool(x)
@@ -433,7 +489,8 @@ class ResNeSt(BaseModule):
         return tuple(outs)
 
     def train(self, mode=True):
-        """Set train mode, keeping frozen stages (and BN with ``norm_eval``) in eval mode."""
+        """Set train mode, keeping frozen stages (and BN with ``norm_eval``) in
+        eval mode."""
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -444,10 +501,9 @@ class ResNeSt(BaseModule):
 
 
 def _check_arguments(*, radix, groups, num_stages, strides, dilations,
-                     out_indices, style, frozen_stages,
-                     deep_stem, stem_channels, dcn, stage_with_dcn,
-                     multi_grid, last_stage_blocks, drop_path_rate,
-                     dropblock_prob):
+                     out_indices, style, frozen_stages, deep_stem,
+                     stem_channels, dcn, stage_with_dcn, multi_grid,
+                     last_stage_blocks, drop_path_rate, dropblock_prob):
     """Reject a bad configuration at construction, naming the valid values."""
     errors = []
     if radix < 1:
@@ -465,19 +521,24 @@ def _check_arguments(*, radix, groups, num_stages, strides, dilations,
     if style not in ('pytorch', 'caffe'):
         errors.append(f"style must be 'pytorch' or 'caffe', got {style!r}")
     if not -1 <= frozen_stages <= num_stages:
-        errors.append(f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
+        errors.append(
+            f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
     if deep_stem and stem_channels % 2:
-        errors.append(f'stem_channels must be even with deep_stem, got {stem_channels}')
+        errors.append(
+            f'stem_channels must be even with deep_stem, got {stem_channels}')
     if dcn is not None and len(stage_with_dcn) != num_stages:
         errors.append(f'stage_with_dcn {tuple(stage_with_dcn)} must have '
                       f'num_stages={num_stages} entries')
     if multi_grid is not None and len(multi_grid) != last_stage_blocks:
-        errors.append(f'multi_grid {tuple(multi_grid)} must give one dilation per '
-                      f'block of the last stage ({last_stage_blocks} blocks)')
+        errors.append(
+            f'multi_grid {tuple(multi_grid)} must give one dilation per '
+            f'block of the last stage ({last_stage_blocks} blocks)')
     if not 0 <= drop_path_rate < 1:
-        errors.append(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        errors.append(
+            f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
     if not 0 <= dropblock_prob < 1:
-        errors.append(f'dropblock_prob must be in [0, 1), got {dropblock_prob}')
+        errors.append(
+            f'dropblock_prob must be in [0, 1), got {dropblock_prob}')
     elif dropblock_prob > 0 and num_stages < 3:
         errors.append(f'dropblock_prob applies to stages 3 and 4, but '
                       f'num_stages={num_stages}')

@@ -1,4 +1,5 @@
-"""Pretrained ResNeSt weights from any source: find the layout, convert to our keys, check the fit.
+"""Pretrained ResNeSt weights from any source: find the layout, convert to
+our keys, check the fit.
 
 ImageNet weights come in several layouts. :func:`convert_checkpoint` finds
 which one a checkpoint is in from marker keys (see ``LAYOUTS``), converts it
@@ -32,7 +33,8 @@ from .safe_load import load_checkpoint_safely
 # first 8 hex digits of the file's sha256, as torch.hub checks it: the
 # `_model_sha256` tables of that package's resnest/torch/resnest.py (the four
 # networks) and resnest/torch/ablation.py (the "fast" ablation networks).
-RELEASE_URL = 'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{}.pth'
+RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
+               'weights_step1/{}.pth')
 PUBLISHED = {
     name: RELEASE_URL.format(f'{name}-{sha256}')
     for name, sha256 in (
@@ -51,9 +53,13 @@ PUBLISHED = {
 }
 # mmdet's ResNeSt configs name the ImageNet weights so (mmengine maps these
 # names to OpenMMLab's copies); here they resolve to the authors' files.
-ALIASES = {f'open-mmlab://{name}': name for name in ('resnest50', 'resnest101', 'resnest200')}
+ALIASES = {
+    f'open-mmlab://{name}': name
+    for name in ('resnest50', 'resnest101', 'resnest200')
+}
 
-# A split-attention conv in the first block: a ResNeSt (a ResNet has conv2.weight).
+# A split-attention conv in the first block: a ResNeSt (a ResNet has
+# conv2.weight).
 _RESNEST_MARKER = 'layer1.0.conv2.conv.weight'
 # How the backbone's keys are named: the key that marks each scheme.
 _STEM_MARKERS = {
@@ -63,16 +69,17 @@ _STEM_MARKERS = {
 }
 # (prefix of the backbone, key scheme): (layout name, example keys).
 LAYOUTS = {
-    ('', 'authors'): ("authors' release / timm",
-                      'conv1.0.weight, bn1.weight, layer1.0.conv2.conv.weight, fc.weight'),
-    ('backbone.', 'mmpretrain'): ('mmpretrain classifier',
-                                  'backbone.stem.0.conv.weight, '
-                                  'backbone.layer1.0.conv2.conv.weight, head.fc.weight '
-                                  '(optionally inside "state_dict")'),
-    ('backbone.', 'ours'): ('mmdet/mmseg model',
-                            '"state_dict": backbone.stem.0.weight, '
-                            'backbone.layer1.0.conv2.conv.weight, neck.*, '
-                            'rpn_head.* / roi_head.* / decode_head.*'),
+    ('', 'authors'):
+    ("authors' release / timm",
+     'conv1.0.weight, bn1.weight, layer1.0.conv2.conv.weight, fc.weight'),
+    ('backbone.', 'mmpretrain'):
+    ('mmpretrain classifier', 'backbone.stem.0.conv.weight, '
+     'backbone.layer1.0.conv2.conv.weight, head.fc.weight '
+     '(optionally inside "state_dict")'),
+    ('backbone.', 'ours'):
+    ('mmdet/mmseg model', '"state_dict": backbone.stem.0.weight, '
+     'backbone.layer1.0.conv2.conv.weight, neck.*, '
+     'rpn_head.* / roi_head.* / decode_head.*'),
     ('', 'ours'): ('ours (resnest_mm, or an mmdet/mmseg ResNeSt backbone)',
                    'stem.0.weight, layer1.0.conv2.conv.weight'),
 }
@@ -90,9 +97,11 @@ class Converted:
     """A checkpoint's backbone in our keys, and where it came from."""
     state_dict: dict
     layout: str  # which layout was found, e.g. "authors' release / timm"
-    prefix: str  # where the backbone's keys sat in the source, e.g. 'backbone.'
+    # where the backbone's keys sat in the source, e.g. 'backbone.'
+    prefix: str
     scheme: str  # how the source named them: a key of _STEM_MARKERS
-    dropped: list  # keys of the source that are not backbone weights (classifier, heads)
+    # keys of the source that are not backbone weights (classifier, heads)
+    dropped: list
 
 
 @dataclass(frozen=True)
@@ -115,9 +124,13 @@ class Architecture:
                 f'a ResNeSt with {self.stage_blocks} blocks per stage')
 
     def model_kwargs(self):
-        """``ResNeSt`` arguments that build this network (``avd_first`` is not in the weights)."""
-        kwargs = dict(depth=self.depth, stem_channels=self.stem_channels, radix=self.radix,
-                      groups=self.groups)
+        """``ResNeSt`` arguments that build this network (``avd_first`` is not
+        in the weights)."""
+        kwargs = dict(
+            depth=self.depth,
+            stem_channels=self.stem_channels,
+            radix=self.radix,
+            groups=self.groups)
         if self.groups > 1:
             kwargs['base_width'] = self.width // self.groups
         return kwargs
@@ -130,23 +143,32 @@ class LoadReport:
     layout: str
     architecture: Architecture
     dropped: list  # source keys that are not backbone weights
-    missing: list  # model keys ImageNet weights cannot hold (DCN offsets, plugins): kept
+    # model keys ImageNet weights cannot hold (DCN offsets, plugins): kept
+    missing: list
     unexpected: list  # checkpoint keys the model lacks: not loaded
 
     def __str__(self):
-        lines = [f'loaded {self.source}: {self.layout} layout, {self.architecture.name}']
+        lines = [
+            f'loaded {self.source}: {self.layout} layout, '
+            f'{self.architecture.name}'
+        ]
         if self.dropped:
-            lines.append(f'left out {len(self.dropped)} keys that are not backbone '
-                         f'weights: {key_summary(self.dropped)}')
+            lines.append(
+                f'left out {len(self.dropped)} keys that are not backbone '
+                f'weights: {key_summary(self.dropped)}')
         if self.missing:
-            lines.append(f'not in the checkpoint, kept as initialised: {key_summary(self.missing)}')
+            lines.append(f'not in the checkpoint, kept as initialised: '
+                         f'{key_summary(self.missing)}')
         if self.unexpected:
-            lines.append(f'not in the model, not loaded: {key_summary(self.unexpected)}')
+            lines.append(
+                f'not in the model, not loaded: {key_summary(self.unexpected)}'
+            )
         return '; '.join(lines)
 
 
 def resolve_checkpoint(checkpoint):
-    """A local file for ``checkpoint``: a short name or alias, an http(s) URL, or a path.
+    """A local file for ``checkpoint``: a short name or alias, an http(s) URL,
+    or a path.
 
     Short names and URLs are downloaded once into the torch hub cache
     (``torch.hub.get_dir()/checkpoints``), where mmengine and torchvision
@@ -161,8 +183,8 @@ def resolve_checkpoint(checkpoint):
     if os.path.isfile(checkpoint):
         return checkpoint
     raise FileNotFoundError(
-        f'checkpoint {checkpoint!r} is not a file. Give the path of a checkpoint '
-        f'in any accepted layout, an http(s) URL, or one of '
+        f'checkpoint {checkpoint!r} is not a file. Give the path of a '
+        f'checkpoint in any accepted layout, an http(s) URL, or one of '
         f'{sorted(PUBLISHED) + sorted(ALIASES)}.')
 
 
@@ -174,13 +196,14 @@ def _cached_download(url, check_hash):
     """
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
-    hash_prefix = torch.hub.HASH_REGEX.search(filename).group(1) if check_hash else None
+    hash_prefix = torch.hub.HASH_REGEX.search(filename).group(
+        1) if check_hash else None
     if os.path.isfile(path):
         if hash_prefix and not _sha256(path).startswith(hash_prefix):
             raise RuntimeError(
                 f'{path} is not the published {filename}: its sha256 does not '
-                f'start with {hash_prefix}. It is probably truncated: delete it '
-                f'and download it again from {url}')
+                f'start with {hash_prefix}. It is probably truncated: delete '
+                f'it and download it again from {url}')
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
@@ -202,7 +225,8 @@ def _sha256(path):
 
 
 def convert_checkpoint(checkpoint, prefix=None):
-    """Find the layout of a loaded checkpoint and return its backbone in our keys.
+    """Find the layout of a loaded checkpoint and return its backbone in our
+    keys.
 
     Args:
         checkpoint (dict): What ``torch.load`` returned: a state dict, or a
@@ -213,24 +237,29 @@ def convert_checkpoint(checkpoint, prefix=None):
     Raises:
         ValueError: no known layout; the message lists them.
     """
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else None
     if not isinstance(state_dict, dict):
-        raise ValueError(f'expected a state dict, got a {type(checkpoint).__name__}. '
-                         + _expected_layouts())
+        raise ValueError(
+            f'expected a state dict, got a {type(checkpoint).__name__}. ' +
+            _expected_layouts())
     for where in ([prefix] if prefix else ['', 'backbone.']):
         if where + _RESNEST_MARKER not in state_dict:
             continue
         for scheme, marker in _STEM_MARKERS.items():
             if where + marker in state_dict:
-                layout = LAYOUTS.get((where, scheme), (f'{scheme} keys under {where!r}',))[0]
+                layout = LAYOUTS.get((where, scheme),
+                                     (f'{scheme} keys under {where!r}', ))[0]
                 return _convert(state_dict, where, scheme, layout)
     sample = ', '.join(list(state_dict)[:6])
-    raise ValueError(f'unknown checkpoint layout (first keys: {sample}). {_expected_layouts()}')
+    raise ValueError(f'unknown checkpoint layout (first keys: {sample}). '
+                     f'{_expected_layouts()}')
 
 
 def _expected_layouts():
     rows = '; '.join(f'{name}: {keys}' for name, keys in LAYOUTS.values())
-    return f'Expected the weights of a ResNeSt in one of these layouts: {rows}.'
+    return ('Expected the weights of a ResNeSt in one of these layouts: '
+            f'{rows}.')
 
 
 def _convert(state_dict, prefix, scheme, layout):
@@ -238,7 +267,8 @@ def _convert(state_dict, prefix, scheme, layout):
     ours, dropped = {}, []
     for key, value in state_dict.items():
         inner = key[len(prefix):]
-        if not key.startswith(prefix) or (scheme == 'authors' and inner.startswith('fc.')):
+        if not key.startswith(prefix) or (scheme == 'authors'
+                                          and inner.startswith('fc.')):
             dropped.append(key)
         else:
             ours[inner] = value
@@ -261,8 +291,10 @@ def _rename_authors(key):
 def _rename_mmpretrain(state_dict):
     """mmpretrain's stem is three ConvModules, and a shortcut without its
     avg pool (stride 1) numbers conv and norm 0, 1; ours has them at 1, 2."""
-    no_pool = {k.split('.downsample.')[0] for k in state_dict
-               if '.downsample.0.' in k}
+    no_pool = {
+        k.split('.downsample.')[0]
+        for k in state_dict if '.downsample.0.' in k
+    }
     out = {}
     for key, value in state_dict.items():
         match = re.match(r'stem\.(\d)\.(conv|bn)\.(.*)', key)
@@ -279,14 +311,16 @@ def _rename_mmpretrain(state_dict):
 
 
 def read_architecture(state_dict):
-    """Blocks per stage, stem width, radix, groups and width, read from tensor shapes (our keys)."""
+    """Blocks per stage, stem width, radix, groups and width, read from tensor
+    shapes (our keys)."""
     blocks = Counter()
     for key in state_dict:
         match = re.match(r'layer(\d+)\.(\d+)\.conv1\.weight$', key)
         if match:
             blocks[int(match.group(1))] += 1
     conv1 = state_dict['layer1.0.conv1.weight']  # (width, inplanes, 1, 1)
-    split = state_dict[_RESNEST_MARKER]  # (width * radix, width / (groups * radix), 3, 3)
+    # (width * radix, width / (groups * radix), 3, 3)
+    split = state_dict[_RESNEST_MARKER]
     width = conv1.shape[0]
     radix = split.shape[0] // width
     stem = state_dict.get('stem.6.weight')
@@ -299,33 +333,42 @@ def read_architecture(state_dict):
 
 
 def check_architecture(arch, model):
-    """Raise ``ValueError`` naming each way ``arch`` does not fit ``model``, and the fix."""
+    """Raise ``ValueError`` naming each way ``arch`` does not fit ``model``,
+    and the fix."""
     problems = []
-    for stage, (theirs, ours) in enumerate(zip(arch.stage_blocks, model.stage_blocks), 1):
+    for stage, (theirs, ours) in enumerate(
+            zip(arch.stage_blocks, model.stage_blocks), 1):
         if theirs != ours:
-            fix = f'depth={arch.depth}' if arch.depth else 'the depth of the checkpoint'
+            fix = (f'depth={arch.depth}'
+                   if arch.depth else 'the depth of the checkpoint')
             problems.append(
-                f'checkpoint is {arch.name} ({theirs} blocks in stage {stage}), '
-                f'model is ResNeSt-{model.depth} ({ours}): build the model with {fix} '
-                f'or use ResNeSt-{model.depth} weights')
+                f'checkpoint is {arch.name} ({theirs} blocks in stage '
+                f'{stage}), model is ResNeSt-{model.depth} ({ours}): build '
+                f'the model with {fix} or use ResNeSt-{model.depth} weights')
             break
-    if arch.stem_channels is not None and arch.stem_channels != model.stem_channels:
+    if (arch.stem_channels is not None
+            and arch.stem_channels != model.stem_channels):
         problems.append(
-            f'checkpoint stem is {arch.stem_channels} channels wide, model has '
-            f'stem_channels={model.stem_channels}: set stem_channels={arch.stem_channels} '
+            f'checkpoint stem is {arch.stem_channels} channels wide, model '
+            f'has stem_channels={model.stem_channels}: '
+            f'set stem_channels={arch.stem_channels} '
             f'(the authors use 64 for ResNeSt-50 and 128 from ResNeSt-101 on)')
     if arch.radix != model.radix:
-        problems.append(f'checkpoint has radix={arch.radix}, model radix={model.radix}: '
-                        f'set radix={arch.radix}')
+        problems.append(
+            f'checkpoint has radix={arch.radix}, model radix={model.radix}: '
+            f'set radix={arch.radix}')
     if arch.groups != model.groups:
-        problems.append(f'checkpoint has groups={arch.groups}, model groups={model.groups}: '
-                        f'set groups={arch.groups}')
+        problems.append(
+            f'checkpoint has groups={arch.groups}, '
+            f'model groups={model.groups}: set groups={arch.groups}')
     if problems:
-        raise ValueError('checkpoint does not fit the model: ' + '; '.join(problems))
+        raise ValueError('checkpoint does not fit the model: ' +
+                         '; '.join(problems))
 
 
 def load_converted(model, converted, source='checkpoint'):
-    """Check ``converted`` against ``model``, load it, and log what was found and left out.
+    """Check ``converted`` against ``model``, load it, and log what was found
+    and left out.
 
     Raises ``ValueError``, leaving the model untouched, if the architecture
     differs, if weights of the plain network are missing or if shapes
@@ -338,34 +381,50 @@ def load_converted(model, converted, source='checkpoint'):
     except ValueError as err:
         raise ValueError(f'{source}: {err}') from None
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.endswith('num_batches_tracked')]
+    missing = [
+        k for k in own
+        if k not in state_dict and not k.endswith('num_batches_tracked')
+    ]
     required = [k for k in missing if _PLAIN_KEY.fullmatch(k)]
     if required:
         raise ValueError(
-            f'{source} ({converted.layout}) lacks {len(required)} weights of the '
-            f'backbone: {key_summary(required)}. Use a checkpoint of the whole backbone.')
-    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
-                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+            f'{source} ({converted.layout}) lacks {len(required)} weights of '
+            f'the backbone: {key_summary(required)}. Use a checkpoint of the '
+            'whole backbone.')
+    mismatched = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
     if mismatched:
-        raise ValueError(f'{source}: shapes in the checkpoint differ from the model '
-                         f'(checkpoint vs model): {key_summary(mismatched)}')
+        raise ValueError(
+            f'{source}: shapes in the checkpoint differ from the model '
+            f'(checkpoint vs model): {key_summary(mismatched)}')
     unexpected = [k for k in state_dict if k not in own]
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
-    report = LoadReport(source, converted.layout, arch, converted.dropped, missing, unexpected)
-    print_log(str(report), logger='current',
-              level=logging.WARNING if unexpected else logging.INFO)
+    model.load_state_dict({k: v
+                           for k, v in state_dict.items() if k in own},
+                          strict=False)
+    report = LoadReport(source, converted.layout, arch, converted.dropped,
+                        missing, unexpected)
+    print_log(
+        str(report),
+        logger='current',
+        level=logging.WARNING if unexpected else logging.INFO)
     return report
 
 
 def load_pretrained(model, checkpoint, prefix=None, map_location='cpu'):
-    """Load ``checkpoint`` (a path, URL or short name, any known layout) into ``model``."""
+    """Load ``checkpoint`` (a path, URL or short name, any known layout) into
+    ``model``."""
     path = resolve_checkpoint(checkpoint)
-    converted = convert_checkpoint(load_checkpoint_safely(path, map_location), prefix)
+    converted = convert_checkpoint(
+        load_checkpoint_safely(path, map_location), prefix)
     return load_converted(model, converted, source=path)
 
 
 def key_summary(keys, limit=8):
-    """The keys themselves, or beyond ``limit`` their top-level modules and counts."""
+    """The keys themselves, or beyond ``limit`` their top-level modules and
+    counts."""
     if len(keys) <= limit:
         return ', '.join(keys)
     groups = Counter(k.split('.')[0] for k in keys)

@@ -4,10 +4,10 @@ import torch
 from resnest.torch import ablation, resnest
 
 import resnest_mm
-from helpers import images, randomize_, rel_err
 from resnest_mm.releases import RELEASES
 from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import convert_checkpoint
+from helpers import images, randomize_, rel_err
 
 
 def authors_constructor(name):
@@ -22,8 +22,9 @@ def test_one_release_per_authors_constructor():
 
 @pytest.mark.parametrize('name', RELEASES)
 def test_release_matches_authors_layer4(name):
-    theirs = randomize_(authors_constructor(name)(pretrained=False),
-                        calibrate_on=(8, 3, 128, 128)).eval()
+    theirs = randomize_(
+        authors_constructor(name)(pretrained=False),
+        calibrate_on=(8, 3, 128, 128)).eval()
     ours = getattr(resnest_mm, name)(pretrained=False).eval()
     converted = convert_checkpoint(theirs.state_dict()).state_dict
     ours.load_state_dict(converted)  # strict: every key used, none missing
@@ -33,5 +34,6 @@ def test_release_matches_authors_layer4(name):
         actual = ours(x)[-1]
     assert actual.shape == expected.shape
     assert rel_err(actual, expected) <= 1e-5
-    n_theirs = sum(v.numel() for k, v in theirs.state_dict().items() if not k.startswith('fc.'))
+    n_theirs = sum(v.numel() for k, v in theirs.state_dict().items()
+                   if not k.startswith('fc.'))
     assert sum(v.numel() for v in ours.state_dict().values()) == n_theirs

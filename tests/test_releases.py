@@ -11,10 +11,10 @@ import torch
 from resnest.torch import ablation, resnest
 
 import resnest_mm
-from helpers import images, randomize_, rel_err
 from resnest_mm import weights
 from resnest_mm.releases import RELEASES, build_release
 from resnest_mm.tooling.references import authors_layer4
+from helpers import images, randomize_, rel_err
 
 AUTHORS_URLS = {**resnest.resnest_model_urls, **ablation.resnest_model_urls}
 FAST = [name for name in RELEASES if '_fast_' in name]

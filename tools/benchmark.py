@@ -1,6 +1,8 @@
-"""Benchmark our ResNeSt against upstream mmdet's, the authors' and ResNet, in one process.
+"""Benchmark our ResNeSt against upstream mmdet's, the authors' and ResNet, in
+one process.
 
-    python tools/benchmark.py [--depth 50] [--batch 8] [--size 224] [--device cuda] [--amp]
+    python tools/benchmark.py [--depth 50] [--batch 8] [--size 224]
+                              [--device cuda] [--amp]
                               [--json results.json] [--no-detector]
 
 Every ResNeSt gets the same weights (the authors' model's initialisation,
@@ -25,37 +27,57 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+# isort: off
 from resnest_mm.tooling.benchmark.backbones import (  # noqa: E402
     LAYOUTS, benchmark_backbones, child_peak_memory)
-from resnest_mm.tooling.benchmark.detector import benchmark_detector  # noqa: E402
-from resnest_mm.tooling.benchmark.measure import machine, matmul_peak_gflops  # noqa: E402
+from resnest_mm.tooling.benchmark.detector import (  # noqa: E402
+    benchmark_detector)
+from resnest_mm.tooling.benchmark.measure import (  # noqa: E402
+    machine, matmul_peak_gflops)
 from resnest_mm.tooling.benchmark.models import UPSTREAM_DEPTHS  # noqa: E402
 from resnest_mm.tooling.benchmark.report import print_table  # noqa: E402
+# isort: on
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--depth', type=int, default=50, choices=UPSTREAM_DEPTHS)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--depth', type=int, default=50, choices=UPSTREAM_DEPTHS)
     parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--size', type=int, default=224, help='input height and width')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast: float16 on CUDA, bfloat16 on the CPU')
-    parser.add_argument('--with-cp', action='store_true',
-                        help='add ours and upstream with gradient checkpointing (with_cp=True)')
-    parser.add_argument('--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
+    parser.add_argument(
+        '--size', type=int, default=224, help='input height and width')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='autocast: float16 on CUDA, bfloat16 on the CPU')
+    parser.add_argument(
+        '--with-cp',
+        action='store_true',
+        help='add ours and upstream with gradient checkpointing (with_cp=True)'
+    )
+    parser.add_argument(
+        '--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeat', type=int, default=5)
-    parser.add_argument('--no-detector', dest='detector', action='store_false',
-                        help='skip the Faster R-CNN S-50 timing')
-    parser.add_argument('--det-size', type=int, default=320, help='detector image size')
+    parser.add_argument(
+        '--no-detector',
+        dest='detector',
+        action='store_false',
+        help='skip the Faster R-CNN S-50 timing')
+    parser.add_argument(
+        '--det-size', type=int, default=320, help='detector image size')
     parser.add_argument('--det-batch', type=int, default=2)
     parser.add_argument('--json', help='also write the results to this file')
-    parser.add_argument('--peak-memory-of', help=argparse.SUPPRESS)  # the memory child's model
+    # the memory child's model
+    parser.add_argument('--peak-memory-of', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if min(args.batch, args.det_batch) < 2:
-        parser.error('--batch and --det-batch must be at least 2: upstream ResNeSt cannot '
-                     'train on one image (its attention BatchNorm needs two values per channel)')
+        parser.error(
+            '--batch and --det-batch must be at least 2: upstream ResNeSt '
+            'cannot train on one image (its attention BatchNorm needs two '
+            'values per channel)')
     if args.size < 32 or args.repeat < 1 or args.warmup < 0:
         parser.error('need --size >= 32, --repeat >= 1 and --warmup >= 0')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
@@ -70,21 +92,31 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     where = machine(device)
-    print(f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
-          f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}", flush=True)
+    print(
+        f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
+        f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}",
+        flush=True)
     peak = matmul_peak_gflops(device, args.amp, args)
     backbones, same = benchmark_backbones(args, device)
     print('same function as ours (relative difference of the last stage): ' +
           ', '.join(f'{k} {v:.1e}' for k, v in same.items()))
     print_table(backbones, peak, args)
-    results = dict(settings=vars(args), machine=where, torch=torch.__version__,
-                   matmul_peak_gflops=peak, same_function=same, backbones=backbones)
+    results = dict(
+        settings=vars(args),
+        machine=where,
+        torch=torch.__version__,
+        matmul_peak_gflops=peak,
+        same_function=same,
+        backbones=backbones)
     if args.detector:
         det = benchmark_detector(args, device)
         results['detector'] = det
-        print(f"Faster R-CNN S-50 FPN, {args.det_batch}x{args.det_size}x{args.det_size}: ours/upstream "
-              f"train step time {det['ours']['train_step_s'] / det['upstream mmdet']['train_step_s']:.2f}x, "
-              f"inference time {det['ours']['infer_s'] / det['upstream mmdet']['infer_s']:.2f}x")
+        ours, upstream = det['ours'], det['upstream mmdet']
+        print('Faster R-CNN S-50 FPN, '
+              f'{args.det_batch}x{args.det_size}x{args.det_size}: '
+              'ours/upstream train step time '
+              f"{ours['train_step_s'] / upstream['train_step_s']:.2f}x, "
+              f"inference time {ours['infer_s'] / upstream['infer_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f'wrote {args.json}')

@@ -1,4 +1,5 @@
-"""What the benchmark compares: ours, upstream mmdet's, the authors' and ResNet, same weights."""
+"""What the benchmark compares: ours, upstream mmdet's, the authors' and
+ResNet, same weights."""
 import torch
 
 from resnest_mm import ResNeSt, convert_checkpoint
@@ -12,7 +13,8 @@ RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
 
 class AuthorsBackbone(torch.nn.Module):
-    """The authors' network up to ``layer4``: their forward ends in the classifier."""
+    """The authors' network up to ``layer4``: their forward ends in the
+    classifier."""
 
     def __init__(self, net):
         super().__init__()
@@ -27,20 +29,25 @@ def build_models(depth, with_cp=False):
 
     ``with_cp`` adds ours and upstream with gradient checkpointing per block.
     """
-    from mmdet.models.backbones import ResNet
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
+    from mmdet.models.backbones import ResNet
 
     stem = STEM_CHANNELS[depth]  # the authors' widths
     ours = ResNeSt(depth=depth, stem_channels=stem)
-    models = {'ours': ours, 'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)}
+    models = {
+        'ours': ours,
+        'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)
+    }
     if with_cp:
-        models['ours' + CP_SUFFIX] = ResNeSt(depth=depth, stem_channels=stem, with_cp=True)
-        models['upstream mmdet' + CP_SUFFIX] = UpstreamResNeSt(depth=depth, stem_channels=stem,
-                                                             with_cp=True)
+        models['ours' + CP_SUFFIX] = ResNeSt(
+            depth=depth, stem_channels=stem, with_cp=True)
+        models['upstream mmdet' + CP_SUFFIX] = UpstreamResNeSt(
+            depth=depth, stem_channels=stem, with_cp=True)
     if depth in AUTHORS_DEPTHS:
         from resnest.torch import resnest
         authors = getattr(resnest, f'resnest{depth}')(pretrained=False)
-        ours.load_state_dict(convert_checkpoint(authors.state_dict()).state_dict)
+        ours.load_state_dict(
+            convert_checkpoint(authors.state_dict()).state_dict)
         models['authors'] = AuthorsBackbone(authors)
     else:
         ours.init_weights()
@@ -57,7 +64,8 @@ def last_output(out):
 
 
 def check_same_function(models, x):
-    """Largest relative difference of each ResNeSt's last stage from ours (eval, fp32)."""
+    """Largest relative difference of each ResNeSt's last stage from ours
+    (eval, fp32)."""
     outputs = {}
     for name, model in models.items():
         if 'ResNet' not in name:
@@ -65,4 +73,7 @@ def check_same_function(models, x):
             with torch.no_grad():
                 outputs[name] = last_output(model(x))
     ref = outputs.pop('ours')
-    return {name: ((out - ref).norm() / ref.norm()).item() for name, out in outputs.items()}
+    return {
+        name: ((out - ref).norm() / ref.norm()).item()
+        for name, out in outputs.items()
+    }
