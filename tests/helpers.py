@@ -6,6 +6,8 @@ Imported by the tests as ``from helpers import ...`` (pytest puts ``tests/`` on
 import math
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -107,3 +109,41 @@ def run(args, timeout=600, env=None):
     proc = run_unchecked(args, timeout, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
+
+
+def kill_when(args, ready, log_path, timeout=600):
+    """Run ``args`` in the repository root; SIGKILL it once ``ready()`` holds.
+
+    Its output goes to ``log_path``. Fails if the process ends before, or
+    if ``ready()`` does not hold within ``timeout`` seconds.
+    """
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(args,
+                                cwd=ROOT,
+                                stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while (not ready() and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            alive = proc.poll() is None
+        finally:
+            proc.kill()
+            proc.wait()
+    assert alive and ready(), (
+        f'{args[1]} ended or was not ready in {timeout} s, before it was '
+        'killed:\n' + Path(log_path).read_text()[-3000:])
+
+
+def checkpoint_saved(work_dir):
+    """The checkpoint mmengine's ``last_checkpoint`` names, once complete.
+
+    None before that: mmengine writes the pointer after the checkpoint, and
+    a checkpoint still being written is not yet a complete zip archive.
+    """
+    try:
+        path = (Path(work_dir) / 'last_checkpoint').read_text().strip()
+    except FileNotFoundError:
+        return None
+    return path if path and zipfile.is_zipfile(path) else None

@@ -6,17 +6,14 @@ compared with it.
 """
 import os
 import pickle
-import signal
 import socket
-import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, run, run_unchecked, tool
+from helpers import ROOT, kill_when, run, run_unchecked, tool
 from resnest_mm.tooling.demo_data import make_coco_shapes
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
@@ -71,15 +68,8 @@ def resumed_run(tmp_path_factory, data_root):
     """Train 3 epochs, killed after the first checkpoint and resumed: (config, work dir, logs)."""
     tmp = tmp_path_factory.mktemp('train')
     cfg, work = tiny_config(tmp, data_root), tmp / 'work'
-    with open(tmp / 'first.log', 'w') as log:
-        proc = subprocess.Popen(tool('train.py') + [cfg, '--work-dir', str(work)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 600
-        while not zipfile.is_zipfile(work / 'epoch_1.pth') and proc.poll() is None:
-            assert time.time() < deadline, 'no checkpoint after 10 minutes'
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(tool('train.py') + [cfg, '--work-dir', str(work)],
+              lambda: zipfile.is_zipfile(work / 'epoch_1.pth'), tmp / 'first.log')
     assert not (work / 'epoch_3.pth').exists(), 'the run finished before it was killed'
     resumed = run(tool('train.py') + [cfg, '--work-dir', str(work), '--resume'])
     return cfg, work, resumed
