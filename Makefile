@@ -1,7 +1,9 @@
 # `make demo` and `make test` are the README's quickstart; both set up .venv first.
+# `make lint` runs OpenMMLab's three checkers (as .pre-commit-config.yaml, offline).
 PY := .venv/bin/python
+LINTED := resnest_mm tools tests configs setup.py
 
-.PHONY: setup demo backbone-demo test
+.PHONY: setup demo backbone-demo test lint
 setup:
 	bash tools/setup.sh
 
@@ -13,3 +15,8 @@ backbone-demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+lint: setup
+	$(PY) -m flake8 $(LINTED)
+	$(PY) -m isort --check-only --diff $(LINTED)
+	$(PY) -m yapf --diff --recursive $(LINTED)

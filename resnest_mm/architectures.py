@@ -1,4 +1,5 @@
-"""Blocks per stage of each ResNeSt depth, shared by the backbone and weight loading."""
+"""Blocks per stage of each ResNeSt depth, shared by the backbone and weight
+loading."""
 
 # depth: bottleneck blocks in stages 1-4 (Zhang et al. 2020, and the
 # authors' ablation depths 14 and 26).

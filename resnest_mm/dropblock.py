@@ -1,26 +1,28 @@
-"""DropBlock (Ghiasi et al. 2018, "DropBlock: A regularization method for convolutional networks")."""
+"""DropBlock (Ghiasi et al. 2018, "DropBlock: A regularization method for
+convolutional networks")."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 class DropBlock2d(nn.Module):
-    """Zero random ``block_size x block_size`` squares of each feature map while training.
+    """Zero random ``block_size x block_size`` squares of each feature map
+    while training.
 
-    ``(B, C, H, W) -> (B, C, H, W)``, same dtype and memory format. Neighbouring
-    activations of a conv feature map are correlated, so dropout of single
-    units barely regularises it: the information leaks through the neighbours.
-    Dropping whole squares removes it.
+    ``(B, C, H, W) -> (B, C, H, W)``, same dtype and memory format.
+    Neighbouring activations of a conv feature map are correlated, so dropout
+    of single units barely regularises it: the information leaks through the
+    neighbours. Dropping whole squares removes it.
 
     Block positions are drawn independently per sample and channel, only where
     a full block fits (the paper's Algorithm 1): each of the
     ``(H - bs + 1) x (W - bs + 1)`` positions starts a block with rate
-    ``gamma = drop_prob / bs**2 * H * W / ((H - bs + 1) * (W - bs + 1))``, and a
-    stride-1 max pool expands every start to its block, so dropped regions are
-    unions of whole ``bs x bs`` blocks. ``bs`` is ``block_size`` clipped to the
-    map's smaller side. As ``gamma`` ignores overlaps, the dropped fraction is
-    below ``drop_prob``: with ``bs = 3``, about 0.096 for 0.1, 0.18 for 0.2 and
-    0.4 for 0.5. Kept activations are scaled by ``numel / kept`` (over the
+    ``gamma = drop_prob / bs**2 * H * W / ((H - bs + 1) * (W - bs + 1))``, and
+    a stride-1 max pool expands every start to its block, so dropped regions
+    are unions of whole ``bs x bs`` blocks. ``bs`` is ``block_size`` clipped to
+    the map's smaller side. As ``gamma`` ignores overlaps, the dropped fraction
+    is below ``drop_prob``: with ``bs = 3``, about 0.096 for 0.1, 0.18 for 0.2
+    and 0.4 for 0.5. Kept activations are scaled by ``numel / kept`` (over the
     whole tensor), so the mean activation is unchanged; if everything is
     dropped the output is zero.
 
@@ -49,9 +51,11 @@ class DropBlock2d(nn.Module):
         bs = min(self.block_size, height, width)
         valid_h, valid_w = height - bs + 1, width - bs + 1
         gamma = self.drop_prob / bs**2 * height * width / (valid_h * valid_w)
-        starts = x.new_empty(batch, channels, valid_h, valid_w).bernoulli_(gamma)
+        starts = x.new_empty(batch, channels, valid_h,
+                             valid_w).bernoulli_(gamma)
         # Padded by bs - 1 on every side, the max pool marks each pixel that
-        # lies in a block starting at one of the bs x bs positions up-left of it.
+        # lies in a block starting at one of the bs x bs positions up-left of
+        # it.
         keep = 1 - F.max_pool2d(F.pad(starts, (bs - 1, ) * 4), bs, stride=1)
         # Counted in float32: a float16 sum overflows past 65504 elements.
         scale = keep.numel() / keep.sum(dtype=torch.float32).clamp_min(1)

@@ -1,10 +1,11 @@
-"""Training ops that rebuild cheap activations in backward instead of storing them.
+"""Training ops that rebuild cheap activations in backward instead of storing
+them.
 
 Every ``conv -> BatchNorm -> ReLU`` of a ResNeSt keeps two tensors for
 backward: the BN input ``c`` (BN's backward needs it) and the ReLU output
 (the ReLU's backward and the next op need it). The ReLU output is one
-multiply-add and a max away from ``c``, so :func:`norm_relu` keeps ``c`` and the
-batch statistics only, and :class:`RecomputedActivations` hands later ops a
+multiply-add and a max away from ``c``, so :func:`norm_relu` keeps ``c`` and
+the batch statistics only, and :class:`RecomputedActivations` hands later ops a
 recipe that rebuilds the output in backward instead of the stored tensor. In
 the split attention, :func:`recomputing_weighted_sum` does the same for the
 splits and, with the recipe, for the attention-weighted sum: a training step
@@ -19,7 +20,8 @@ from torch.autograd.function import once_differentiable
 
 
 def weighted_split_sum(splits, atten, radix):
-    """``sum_r splits[:, r] * atten[:, r]``: ``(B, R, C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``.
+    """``sum_r splits[:, r] * atten[:, r]``:
+    ``(B, R, C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``.
 
     Accumulated in place, split by split, so no ``(B, R, C, H, W)`` product is
     made. ``radix`` is given, not read from a shape, for torch.fx.
@@ -31,15 +33,16 @@ def weighted_split_sum(splits, atten, radix):
 
 
 def norm_relu(c, norm, relu, dropblock=None):
-    """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c`` instead, a handle.
+    """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c``
+    instead, a handle.
 
     The handle (for :func:`recomputing_weighted_sum`) is None on the plain
     path: eval mode, no gradient, other norms, a DropBlock between, tracing,
     and torch.compile (whose partitioner chooses what to recompute itself).
     """
     if (dropblock is None and torch.is_grad_enabled() and not tracing(c)
-            and type(norm) is torch.nn.BatchNorm2d
-            and norm.training and norm.affine and c.dtype == norm.weight.dtype):
+            and type(norm) is torch.nn.BatchNorm2d and norm.training
+            and norm.affine and c.dtype == norm.weight.dtype):
         return _batch_norm_relu(c, norm)
     x = norm(c)
     if dropblock is not None:
@@ -48,25 +51,30 @@ def norm_relu(c, norm, relu, dropblock=None):
 
 
 def tracing(x):
-    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile rather than eager."""
+    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile
+    rather than eager."""
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
             or torch.compiler.is_compiling())
 
 
 def _batch_norm_relu(c, norm):
     if norm.track_running_stats:
-        norm.num_batches_tracked.add_(1)  # as nn.BatchNorm2d.forward: momentum None = cumulative
-        momentum = 1 / norm.num_batches_tracked.item() if norm.momentum is None else norm.momentum
+        # as nn.BatchNorm2d.forward: momentum None = cumulative
+        norm.num_batches_tracked.add_(1)
+        momentum = 1 / norm.num_batches_tracked.item(
+        ) if norm.momentum is None else norm.momentum
     else:
         momentum = 0.0
     shared = {}  # see _rebuilt_output
-    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias, norm.running_mean,
-                                           norm.running_var, momentum, norm.eps, shared)
+    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias,
+                                           norm.running_mean, norm.running_var,
+                                           momentum, norm.eps, shared)
     return x, (c, norm.weight, norm.bias, mean, invstd, shared)
 
 
 def recomputing_weighted_sum(x, atten, handle):
-    """:func:`weighted_split_sum` of ``x`` from :func:`norm_relu`, keeping ``c`` instead of ``x``.
+    """:func:`weighted_split_sum` of ``x`` from :func:`norm_relu`, keeping
+    ``c`` instead of ``x``.
 
     ``x``: ``(B, R*C, H, W)`` radix-major, ``atten``: ``(B, R, C, 1, 1)``.
     """
@@ -74,7 +82,8 @@ def recomputing_weighted_sum(x, atten, handle):
 
 
 def _rebuilt_output(shared, saved):
-    """The norm-ReLU output, rebuilt once and shared by the backwards that need it in turn.
+    """The norm-ReLU output, rebuilt once and shared by the backwards that need
+    it in turn.
 
     A block's backward asks for it up to three times in a row: as the saved
     input of the next op (through :class:`RecomputedActivations`), in the
@@ -86,7 +95,8 @@ def _rebuilt_output(shared, saved):
 
 
 def _recompute(c, weight, bias, mean, invstd):
-    """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch statistics."""
+    """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch
+    statistics."""
     scale = invstd * weight
     return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), c,
                          scale.view(1, -1, 1, 1)).relu_()
@@ -95,8 +105,10 @@ def _recompute(c, weight, bias, mean, invstd):
 class _BatchNormReLU(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps, shared):
-        out, mean, invstd = torch.native_batch_norm(c, weight, bias, running_mean, running_var,
+    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
+                shared):
+        out, mean, invstd = torch.native_batch_norm(c, weight, bias,
+                                                    running_mean, running_var,
                                                     True, momentum, eps)
         out = out.relu_()
         ctx.save_for_backward(c, weight, bias, mean, invstd)
@@ -116,11 +128,13 @@ class _BatchNormReLU(torch.autograd.Function):
         c, weight, bias, mean, invstd = saved
         x = _rebuilt_output(ctx.shared, saved)
         ctx.shared.clear()  # the last user of the rebuilt output
-        grad = torch.ops.aten.threshold_backward(grad, x, 0)  # the ReLU's backward
+        # the ReLU's backward
+        grad = torch.ops.aten.threshold_backward(grad, x, 0)
         del x
-        grad_c, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad, c, weight, None, None, mean, invstd, True, ctx.eps,
-            list(ctx.needs_input_grad[:3]))
+        grad_c, grad_weight, grad_bias = (
+            torch.ops.aten.native_batch_norm_backward(
+                grad, c, weight, None, None, mean, invstd, True, ctx.eps,
+                list(ctx.needs_input_grad[:3])))
         return grad_c, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -128,7 +142,8 @@ class _RecomputingWeightedSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, atten, c, weight, bias, mean, invstd, shared):
-        out = weighted_split_sum(x.unflatten(1, atten.shape[1:3]), atten, atten.size(1))
+        out = weighted_split_sum(
+            x.unflatten(1, atten.shape[1:3]), atten, atten.size(1))
         ctx.save_for_backward(atten, c, weight, bias, mean, invstd)
         ctx.shared, ctx.out_version = shared, out._version
         return out
@@ -144,7 +159,9 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         atten, c, *_ = saved = ctx.saved_tensors
-        splits = _rebuilt_output(ctx.shared, saved[1:]).unflatten(1, atten.shape[1:3])  # (B, R, C, H, W)
+        # (B, R, C, H, W)
+        splits = _rebuilt_output(ctx.shared,
+                                 saved[1:]).unflatten(1, atten.shape[1:3])
         grad = grad.unsqueeze(1)  # (B, 1, C, H, W)
         grad_x = torch.empty_like(c)  # c's memory format
         torch.mul(grad, atten, out=grad_x.unflatten(1, atten.shape[1:3]))
@@ -152,12 +169,15 @@ class _RecomputingWeightedSum(torch.autograd.Function):
         return grad_x, grad_atten, None, None, None, None, None, None
 
 
-_REBUILDERS = {_BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
-               _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild}
+_REBUILDERS = {
+    _BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
+    _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild
+}
 
 
 class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
-    """While active, an op that saves an output of the ops above keeps a recipe instead.
+    """While active, an op that saves an output of the ops above keeps a recipe
+    instead.
 
     The recipe refers to the producing op, whose inputs autograd keeps anyway,
     and rebuilds the tensor (once, shared by all ops that saved it) when a
@@ -171,9 +191,11 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
 
     def _pack(self, tensor):
         node = tensor.grad_fn
-        if type(node) not in _REBUILDERS or tensor._version != node.out_version:
+        if type(node
+                ) not in _REBUILDERS or tensor._version != node.out_version:
             return tensor
-        recipe = self._recipes.get(id(node))  # one differentiable output per node
+        # one differentiable output per node
+        recipe = self._recipes.get(id(node))
         if recipe is None:
             recipe = self._recipes[id(node)] = _Recipe(node)
         return recipe
@@ -184,7 +206,8 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
 
 
 class _Recipe:
-    """Rebuilds one saved tensor from the op that made it; keeps it until no backward needs it."""
+    """Rebuilds one saved tensor from the op that made it; keeps it until no
+    backward needs it."""
 
     def __init__(self, node):
         self.node, self.value = node, None

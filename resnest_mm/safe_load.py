@@ -1,13 +1,14 @@
-"""Checkpoint loading that cannot run code, and that still reads mmengine's checkpoints.
+"""Checkpoint loading that cannot run code, and that still reads mmengine's
+checkpoints.
 
 ``torch.load(weights_only=True)`` rebuilds only tensors, containers and
 allowlisted globals, so a file cannot run code while it loads. Since torch
 2.6 that is the default, and mmengine's own checkpoints stopped loading
 (``UnpicklingError ... HistoryBuffer``): their ``message_hub`` holds
-``HistoryBuffer`` objects of numpy arrays and scalars. :func:`allow_mmengine_checkpoints`
-(run when ``resnest_mm`` is imported) allowlists exactly those objects, so
-mmengine's ``--resume`` and test-time loading work again, still with
-``weights_only=True``; nothing else is admitted.
+``HistoryBuffer`` objects of numpy arrays and scalars.
+:func:`allow_mmengine_checkpoints` (run when ``resnest_mm`` is imported)
+allowlists exactly those objects, so mmengine's ``--resume`` and test-time
+loading work again, still with ``weights_only=True``; nothing else is admitted.
 """
 import os
 import pickle
@@ -24,13 +25,16 @@ except ImportError:
 
 # HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, name).
 _STATISTICS = ('min', 'max', 'current', 'mean')
-# The weights-only unpickler's reasons for refusing an object (not a damaged stream).
-_REFUSAL = re.compile(r'GLOBAL (\S+)|Trying to call reduce|Can only (?:create|build)|'
-                      r'builtins\.getattr is allowed only')
+# The weights-only unpickler's reasons for refusing an object (not a damaged
+# stream).
+_REFUSAL = re.compile(
+    r'GLOBAL (\S+)|Trying to call reduce|Can only (?:create|build)|'
+    r'builtins\.getattr is allowed only')
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds a pickled object outside the allowlist; it was not loaded."""
+    """A checkpoint holds a pickled object outside the allowlist; it was not
+    loaded."""
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -38,7 +42,8 @@ class CorruptCheckpointError(RuntimeError):
 
 
 def _history_buffer_statistic(owner, name):
-    """Stands in for ``builtins.getattr`` while unpickling: admits only HistoryBuffer's methods.
+    """Stands in for ``builtins.getattr`` while unpickling: admits only
+    HistoryBuffer's methods.
 
     The real ``getattr`` would let a file reach any attribute of anything
     the unpickler can build; mmengine checkpoints only need these four.
@@ -64,20 +69,26 @@ MMENGINE_SAFE_GLOBALS = [
     (_history_buffer_statistic, 'builtins.getattr'),
     np.ndarray,  # the history arrays
     np.dtype,
-    *_numeric_dtype_classes(),  # the class of each dtype instance, which the unpickler builds
-    *[(getattr(multiarray, fn), f'{module}.multiarray.{fn}')
-      for fn in ('_reconstruct', 'scalar')  # arrays; scalars such as np.float64
-      for module in ('numpy._core', 'numpy.core')],
+    *_numeric_dtype_classes(
+    ),  # the class of each dtype instance, which the unpickler builds
+    *[
+        (getattr(multiarray, fn), f'{module}.multiarray.{fn}')
+        for fn in ('_reconstruct',
+                   'scalar')  # arrays; scalars such as np.float64
+        for module in ('numpy._core', 'numpy.core')
+    ],
 ]
 
 
 def allow_mmengine_checkpoints():
-    """Let every ``weights_only`` load in this process read mmengine checkpoints."""
+    """Let every ``weights_only`` load in this process read mmengine
+    checkpoints."""
     torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
 def load_checkpoint_safely(path, map_location='cpu'):
-    """``torch.load(path, weights_only=True)``, with errors that say what is wrong with the file.
+    """``torch.load(path, weights_only=True)``, with errors that say what is
+    wrong with the file.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
@@ -94,26 +105,29 @@ def load_checkpoint_safely(path, map_location='cpu'):
         reason = _unpickler_reason(err)
         refusal = _REFUSAL.search(reason)
         if refusal:
-            what = (f'the pickled global {refusal.group(1)}' if refusal.group(1)
-                    else f'a pickled object ({reason})')
+            what = (f'the pickled global {refusal.group(1)}'
+                    if refusal.group(1) else f'a pickled object ({reason})')
             raise UnsafeCheckpointError(
-                f'{path} is refused: it contains {what}, and loading it could run '
-                f'code. Only tensors, containers and the objects mmengine '
+                f'{path} is refused: it contains {what}, and loading it could '
+                f'run code. Only tensors, containers and the objects mmengine '
                 f'checkpoints hold are loaded. If you trust the file and its '
                 f'source, load it once in a trusted environment with '
-                f'torch.load(path, weights_only=False) and save only its tensors, '
-                f'or allowlist that global with torch.serialization.add_safe_globals.'
-            ) from None
-        damage = reason  # a stream the unpickler cannot parse, e.g. an unknown opcode
-    except Exception as err:  # each kind of damage fails differently inside torch.load
+                f'torch.load(path, weights_only=False) and save only its '
+                f'tensors, or allowlist that global with '
+                f'torch.serialization.add_safe_globals.') from None
+        # a stream the unpickler cannot parse, e.g. an unknown opcode
+        damage = reason
+    except Exception as err:
+        # each kind of damage fails differently inside torch.load
         damage = f'{type(err).__name__}: {err}'
     raise CorruptCheckpointError(
-        f'{path} is not a readable PyTorch checkpoint ({damage}). It is probably '
-        f'truncated or corrupt, e.g. by an interrupted download or copy: fetch or '
-        f'copy it again. Nothing in it was run.')
+        f'{path} is not a readable PyTorch checkpoint ({damage}). It is '
+        f'probably truncated or corrupt, e.g. by an interrupted download or '
+        f'copy: fetch or copy it again. Nothing in it was run.')
 
 
 def _unpickler_reason(err):
-    """The weights-only unpickler's own one-line reason inside torch's long message."""
+    """The weights-only unpickler's own one-line reason inside torch's long
+    message."""
     match = re.search(r'WeightsUnpickler error:\s*([^\n]+)', str(err))
     return match.group(1) if match else str(err).splitlines()[0]

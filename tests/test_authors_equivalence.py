@@ -1,12 +1,13 @@
-"""Same function as the authors' PyPI package ``resnest`` 0.0.5, weights converted to our keys."""
+"""Same function as the authors' PyPI package ``resnest`` 0.0.5, weights
+converted to our keys."""
 import pytest
 import torch
 from resnest.torch import ablation, resnest
 
-from helpers import images, randomize_, rel_err
 from resnest_mm import ResNeSt
-from resnest_mm.weights import convert_checkpoint
 from resnest_mm.tooling.references import authors_layer4
+from resnest_mm.weights import convert_checkpoint
+from helpers import images, randomize_, rel_err
 
 MODELS = {
     # authors' constructor: our arguments
@@ -14,12 +15,13 @@ MODELS = {
     'resnest101': (resnest.resnest101, dict(depth=101, stem_channels=128)),
     'resnest200': (resnest.resnest200, dict(depth=200, stem_channels=128)),
     'resnest269': (resnest.resnest269, dict(depth=269, stem_channels=128)),
-    'resnest50_fast_2s2x40d': (ablation.resnest50_fast_2s2x40d,
-                               dict(depth=50, stem_channels=64, groups=2,
-                                    base_width=40, avd_first=True)),
-    'resnest50_fast_1s1x64d': (ablation.resnest50_fast_1s1x64d,
-                               dict(depth=50, stem_channels=64, radix=1,
-                                    avd_first=True)),
+    'resnest50_fast_2s2x40d':
+    (ablation.resnest50_fast_2s2x40d,
+     dict(depth=50, stem_channels=64, groups=2, base_width=40,
+          avd_first=True)),
+    'resnest50_fast_1s1x64d':
+    (ablation.resnest50_fast_1s1x64d,
+     dict(depth=50, stem_channels=64, radix=1, avd_first=True)),
 }
 
 
@@ -36,5 +38,6 @@ def test_stage4_matches_authors_layer4(name):
         actual = ours(x)[-1]
     assert actual.shape == expected.shape
     assert rel_err(actual, expected) <= 1e-5
-    n_theirs = sum(v.numel() for k, v in theirs.state_dict().items() if not k.startswith('fc.'))
+    n_theirs = sum(v.numel() for k, v in theirs.state_dict().items()
+                   if not k.startswith('fc.'))
     assert sum(v.numel() for v in ours.state_dict().values()) == n_theirs

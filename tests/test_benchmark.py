@@ -1,4 +1,5 @@
-"""tools/benchmark.py end to end on a tiny input: what it reports, not how fast (no timing asserts)."""
+"""tools/benchmark.py end to end on a tiny input: what it reports, not how fast
+(no timing asserts)."""
 import json
 
 import pytest
@@ -8,8 +9,12 @@ from helpers import run, run_unchecked, tool
 
 def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     out = tmp_path / 'bench.json'
-    log = run(tool('benchmark.py') + ['--batch', '2', '--size', '64', '--warmup', '0', '--repeat', '1',
-                                      '--det-size', '64', '--json', str(out)])
+    log = run(
+        tool('benchmark.py') + [
+            '--batch', '2', '--size', '64', '--warmup', '0', '--repeat', '1',
+            '--det-size', '64', '--json',
+            str(out)
+        ])
     results = json.loads(out.read_text())
     names = {'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)'}
     assert set(results['backbones']) == names
@@ -18,11 +23,13 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert all(err <= 1e-5 for err in results['same_function'].values())
     for name, r in results['backbones'].items():
         assert set(r['layouts']) == {'nchw', 'channels_last'}
-        assert r['infer_img_s'] > 0 and r['train_img_s'] > 0 and r['latency_ms'] > 0
+        assert r['infer_img_s'] > 0 and r['train_img_s'] > 0 and r[
+            'latency_ms'] > 0
         assert r['train_peak_mib'] > 0  # measured in a child process on Linux
-        assert r['infer_img_s'] == max(v['infer_img_s'] for v in r['layouts'].values())
-    # one architecture, the same multiply-adds (up to the pooling, counted differently per op);
-    # ResNet-50 has fewer
+        assert r['infer_img_s'] == max(v['infer_img_s']
+                                       for v in r['layouts'].values())
+    # one architecture, the same multiply-adds (up to the pooling, counted
+    # differently per op); ResNet-50 has fewer
     gmacs = {n: r['gmacs'] for n, r in results['backbones'].items()}
     assert gmacs['ours'] == pytest.approx(gmacs['upstream mmdet'], rel=1e-3)
     assert gmacs['ours'] == pytest.approx(gmacs['authors'], rel=1e-3)

@@ -1,4 +1,5 @@
-"""Every detection config builds our backbone and runs a loss and a predict forward."""
+"""Every detection config builds our backbone and runs a loss and a predict
+forward."""
 from pathlib import Path
 
 import pytest
@@ -15,36 +16,49 @@ CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
 CONFIGS = sorted(CONFIG_DIR.glob('**/*.py'))
 # DCNv2 config -> the recipe it extends
 DCN_CONFIGS = {
-    'faster-rcnn_s50-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-range-1x_coco.py':
-        'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py',
-    'cascade-mask-rcnn_s101-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_ms-1x_coco.py':
-        'cascade-mask-rcnn_s101_fpn_syncbn-backbone+head_ms-1x_coco.py',
+    'faster-rcnn_s50-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_'
+    'ms-range-1x_coco.py':
+    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py',
+    'cascade-mask-rcnn_s101-mdconv-group2-c3-c5_fpn_syncbn-backbone+head_'
+    'ms-1x_coco.py':
+    'cascade-mask-rcnn_s101_fpn_syncbn-backbone+head_ms-1x_coco.py',
 }
 
 
 def test_the_eight_reference_configs_are_there():
     names = {p.name for p in CONFIGS}
     for model, ms in (('faster-rcnn', 'ms-range'), ('mask-rcnn', 'ms'),
-                      ('cascade-rcnn', 'ms-range'), ('cascade-mask-rcnn', 'ms')):
+                      ('cascade-rcnn', 'ms-range'), ('cascade-mask-rcnn',
+                                                     'ms')):
         for depth in (50, 101):
-            assert f'{model}_s{depth}_fpn_syncbn-backbone+head_{ms}-1x_coco.py' in names
+            assert (f'{model}_s{depth}_fpn_syncbn-backbone+head_'
+                    f'{ms}-1x_coco.py' in names)
 
 
 @pytest.mark.parametrize('name', DCN_CONFIGS, ids=lambda n: n.split('_fpn')[0])
 def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
-    """The authors' DCN setting (modulated, 2 deformable groups, stages 2-4), nothing else."""
+    """The authors' DCN setting (modulated, 2 deformable groups, stages 2-4),
+    nothing else."""
     cfg = Config.fromfile(CONFIG_DIR / name).to_dict()
     backbone = cfg['model']['backbone']
-    assert backbone.pop('dcn') == dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)
+    assert backbone.pop('dcn') == dict(
+        type='DCNv2', deform_groups=2, fallback_on_stride=False)
     assert tuple(backbone.pop('stage_with_dcn')) == (False, True, True, True)
     assert cfg == Config.fromfile(CONFIG_DIR / DCN_CONFIGS[name]).to_dict()
 
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     built = MODELS.build(Config.fromfile(CONFIG_DIR / name).model.backbone)
-    for stage, layer in enumerate((built.layer1, built.layer2, built.layer3, built.layer4)):
+    for stage, layer in enumerate((
+            built.layer1,
+            built.layer2,
+            built.layer3,
+            built.layer4,
+    )):
         convs = [block.conv2.conv for block in layer]
-        assert all(isinstance(c, ModulatedDeformConv2dPack) == (stage > 0) for c in convs)
+        assert all(
+            isinstance(c, ModulatedDeformConv2dPack) == (stage > 0)
+            for c in convs)
     assert built.layer2[0].conv2.conv.deform_groups == 2
 
 
@@ -53,28 +67,37 @@ def test_config_builds_ours_and_runs(path):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports['imports'] == ['resnest_mm']
     backbone = cfg.model.backbone
-    if 'demo' not in path.parts:  # the real recipes: ImageNet weights by short name
+    # the real recipes: ImageNet weights by short name
+    if 'demo' not in path.parts:
         assert backbone.init_cfg['checkpoint'] == f'resnest{backbone.depth}'
         assert backbone.norm_cfg['type'] == 'SyncBN' and not backbone.norm_eval
         assert backbone.frozen_stages == 1
-    _fewer_proposals(cfg.model)  # speed: the recipes sample 2000 proposals and 512 RoIs per image
+    _fewer_proposals(
+        cfg.model
+    )  # speed: the recipes sample 2000 proposals and 512 RoIs per image
     model = build_model(cfg)  # no init_weights: no download
     assert isinstance(model.backbone, resnest_mm.ResNeSt)
 
     num_classes = cfg.model.roi_head.bbox_head[0]['num_classes'] if isinstance(
-        cfg.model.roi_head.bbox_head, list) else cfg.model.roi_head.bbox_head.num_classes
+        cfg.model.roi_head.bbox_head,
+        list) else cfg.model.roi_head.bbox_head.num_classes
     with_mask = 'mask_head' in cfg.model.roi_head
-    packed = demo_mm_inputs(2, [(3, 96, 128), (3, 128, 96)], num_items=[3, 2],
-                            num_classes=num_classes, with_mask=with_mask)
+    packed = demo_mm_inputs(
+        2, [(3, 96, 128), (3, 128, 96)],
+        num_items=[3, 2],
+        num_classes=num_classes,
+        with_mask=with_mask)
     data = model.data_preprocessor(packed, True)
     model.train()
     losses = model(**data, mode='loss')
-    assert all(torch.isfinite(v).all() for k, v in losses.items()
-               if k.startswith('loss') and torch.is_tensor(v))
+    assert all(
+        torch.isfinite(v).all() for k, v in losses.items()
+        if k.startswith('loss') and torch.is_tensor(v))
     assert any('loss_mask' in k for k in losses) == with_mask
     model.eval()
     with torch.no_grad():
-        results = model(**model.data_preprocessor(packed, False), mode='predict')
+        results = model(
+            **model.data_preprocessor(packed, False), mode='predict')
     assert len(results) == 2 and 'bboxes' in results[0].pred_instances
     assert ('masks' in results[0].pred_instances) == with_mask
 

@@ -1,4 +1,5 @@
-"""The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and ONNX (onnxruntime)."""
+"""The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and
+ONNX (onnxruntime)."""
 import copy
 
 import numpy as np
@@ -6,8 +7,8 @@ import onnxruntime
 import pytest
 import torch
 
-from helpers import images, randomize_, rel_err, run, run_unchecked, tool
 from resnest_mm import ResNeSt
+from helpers import images, randomize_, rel_err, run, run_unchecked, tool
 
 
 def _model():
@@ -23,8 +24,9 @@ def test_fx_symbolic_trace_computes_the_same(train):
         expected, traced = model(x), graph(x)
     for a, b in zip(traced, expected):
         assert torch.equal(a, b)
-    assert any(n.op == 'call_module' and n.target.endswith('conv2.fc1')
-               for n in graph.graph.nodes)  # traced through the blocks, not one leaf
+    assert any(
+        n.op == 'call_module' and n.target.endswith('conv2.fc1')
+        for n in graph.graph.nodes)  # traced through the blocks, not one leaf
 
 
 def test_jit_trace_generalises_to_other_batch_and_image_sizes():
@@ -49,7 +51,8 @@ def test_torch_compile_output_equals_eager():
 
 
 def test_torch_compile_trains_like_eager():
-    """A compiled training step: same outputs and gradients (fp64, so no ReLU decision flips)."""
+    """A compiled training step: same outputs and gradients (fp64, so no ReLU
+    decision flips)."""
     model = _model().double().train()
     compiled_model = copy.deepcopy(model)
     x = images((2, 3, 64, 64)).double()
@@ -61,15 +64,18 @@ def test_torch_compile_trains_like_eager():
         assert rel_err(a, b) <= 1e-10
     params = dict(model.named_parameters())
     for key, p in compiled_model.named_parameters():
-        torch.testing.assert_close(p.grad, params[key].grad, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(
+            p.grad, params[key].grad, rtol=1e-8, atol=1e-10)
 
 
 def test_batchnorm_folds_into_the_convs_for_inference():
-    """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair of ours."""
+    """mmcv's ``fuse_conv_bn`` (what deployment uses) finds every conv-BN pair
+    of ours."""
     from mmcv.cnn import fuse_conv_bn
     model = _model().eval()
     fused = fuse_conv_bn(copy.deepcopy(model))
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     x = images((2, 3, 64, 64))
     with torch.no_grad():
         for a, b in zip(fused(x), model(x)):
@@ -81,11 +87,16 @@ def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
     weights = tmp_path / 'weights.pth'
     torch.save(model.state_dict(), weights)
     out = tmp_path / 'backbone.onnx'
-    log = run(tool('export_onnx.py') + ['backbone', str(out), '--depth', '14', '--weights',
-                                        str(weights), '--size', '64', '64', '--dynamic'])
+    log = run(
+        tool('export_onnx.py') + [
+            'backbone',
+            str(out), '--depth', '14', '--weights',
+            str(weights), '--size', '64', '64', '--dynamic'
+        ])
     assert 'onnxruntime vs PyTorch' in log
     # Checked here too, on a shape the export never saw.
-    session = onnxruntime.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    session = onnxruntime.InferenceSession(
+        str(out), providers=['CPUExecutionProvider'])
     x = images((3, 3, 96, 128))
     got = session.run(None, {'input': x.numpy()})
     with torch.no_grad():
@@ -97,18 +108,25 @@ def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
 
 
-@pytest.mark.parametrize('config', [
-    'configs/segmentation/demo/resnest_s14-d8_deeplabv3_1xb4-200_ade20k-demo-64x64.py',
-    'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py',
-], ids=['segmentor', 'detector'])
+@pytest.mark.parametrize(
+    'config', [
+        'configs/segmentation/demo/'
+        'resnest_s14-d8_deeplabv3_1xb4-200_ade20k-demo-64x64.py',
+        'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py',
+    ],
+    ids=['segmentor', 'detector'])
 def test_onnx_export_of_a_config_model(tmp_path, config):
     out = tmp_path / 'model.onnx'
-    log = run(tool('export_onnx.py') + [config, str(out), '--size', '64', '96'])
+    log = run(
+        tool('export_onnx.py') +
+        [config, str(out), '--size', '64', '96'])
     err = float(log.split('max |difference| / max |output| = ')[1].split()[0])
     assert out.stat().st_size > 0 and err <= 1e-4
 
 
 def test_onnx_export_refuses_a_missing_config(tmp_path):
-    proc = run_unchecked(tool('export_onnx.py') + ['configs/nope.py', str(tmp_path / 'x.onnx')])
+    proc = run_unchecked(
+        tool('export_onnx.py') +
+        ['configs/nope.py', str(tmp_path / 'x.onnx')])
     assert proc.returncode != 0
     assert 'config file not found' in proc.stderr

@@ -1,21 +1,25 @@
-"""The training path that rebuilds the splits in backward: same numbers as upstream, less kept."""
+"""The training path that rebuilds the splits in backward: same numbers as
+upstream, less kept."""
 import pytest
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
-from mmdet.models.backbones.resnest import SplitAttentionConv2d as UpstreamSplitAttention
+from mmdet.models.backbones.resnest import \
+    SplitAttentionConv2d as UpstreamSplitAttention
 
-from helpers import images, randomize_, rel_err
 from resnest_mm import ResNeSt, SplitAttentionConv2d
+from helpers import images, randomize_, rel_err
 
 
 def _saved_bytes(model, x):
-    """Bytes of the distinct activation storages autograd keeps for backward (weights excluded)."""
+    """Bytes of the distinct activation storages autograd keeps for backward
+    (weights excluded)."""
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
 
     def pack(t):
         if t.untyped_storage().data_ptr() not in weights:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            storages[
+                t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -24,8 +28,10 @@ def _saved_bytes(model, x):
 
 
 def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
-    kwargs = dict(in_channels=64, channels=64, kernel_size=3, padding=1, radix=2)
-    ours, ref = SplitAttentionConv2d(**kwargs).train(), UpstreamSplitAttention(**kwargs)
+    kwargs = dict(
+        in_channels=64, channels=64, kernel_size=3, padding=1, radix=2)
+    ours, ref = SplitAttentionConv2d(**kwargs).train(), UpstreamSplitAttention(
+        **kwargs)
     ref.load_state_dict(ours.state_dict())
     ref.train()
     x = torch.randn(4, 64, 32, 32, requires_grad=True)
@@ -36,18 +42,23 @@ def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
     assert ref_bytes - ours_bytes >= split_tensor * 0.99
 
 
-def test_backbone_training_step_keeps_a_quarter_less_than_upstream(monkeypatch):
-    """What ours keeps is counted where it decides: tensors its hooks store, not recipes."""
+def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
+        monkeypatch):
+    """What ours keeps is counted where it decides: tensors its hooks store,
+    not recipes."""
     import resnest_mm.backbone
     from resnest_mm.recomputed_ops import RecomputedActivations
 
     kept = {}
 
     class Counting(RecomputedActivations):
+
         def _pack(self, tensor):
             packed = super()._pack(tensor)
-            if isinstance(packed, torch.Tensor) and packed.untyped_storage().data_ptr() not in weights:
-                kept[packed.untyped_storage().data_ptr()] = packed.untyped_storage().nbytes()
+            if isinstance(packed, torch.Tensor) and packed.untyped_storage(
+            ).data_ptr() not in weights:
+                kept[packed.untyped_storage().data_ptr(
+                )] = packed.untyped_storage().nbytes()
             return packed
 
     monkeypatch.setattr(resnest_mm.backbone, 'RecomputedActivations', Counting)
@@ -63,7 +74,8 @@ def test_backbone_training_step_keeps_a_quarter_less_than_upstream(monkeypatch):
     assert 0 < sum(kept.values()) <= 0.75 * ref_bytes
 
 
-@pytest.mark.parametrize('momentum', [0.1, None], ids=['momentum', 'cumulative'])
+@pytest.mark.parametrize(
+    'momentum', [0.1, None], ids=['momentum', 'cumulative'])
 def test_running_statistics_update_as_batchnorm(momentum):
     ref = randomize_(MMDetUpstream(depth=50, norm_eval=False))
     ours = ResNeSt(depth=50)
@@ -75,16 +87,19 @@ def test_running_statistics_update_as_batchnorm(momentum):
     ours.train()
     for step in range(2):
         x = images((4, 3, 64, 64), torch.Generator().manual_seed(step))
-        sum(o.sum() for o in ref(x)).backward()  # grad enabled: the recomputing path
+        sum(o.sum()
+            for o in ref(x)).backward()  # grad enabled: the recomputing path
         sum(o.sum() for o in ours(x)).backward()
     ref_state = ref.state_dict()
     for key, value in ours.state_dict().items():
         if 'running' in key or 'num_batches' in key:
-            assert rel_err(value.double(), ref_state[key].double()) <= 1e-5, key
+            assert rel_err(value.double(),
+                           ref_state[key].double()) <= 1e-5, key
 
 
 def test_gradient_of_the_attention_alone():
-    """Only some inputs need a gradient: the recomputing ops must not assume all do."""
+    """Only some inputs need a gradient: the recomputing ops must not assume
+    all do."""
     ours = randomize_(ResNeSt(depth=14)).train()
     x = images((2, 3, 64, 64))
     out = ours(x)[-1].sum()

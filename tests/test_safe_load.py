@@ -1,4 +1,5 @@
-"""Loading checkpoints never runs code from them, and mmengine's own checkpoints load again."""
+"""Loading checkpoints never runs code from them, and mmengine's own
+checkpoints load again."""
 import contextlib
 import pickle
 
@@ -11,7 +12,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
-from resnest_mm import ResNeSt, UnsafeCheckpointError, load_checkpoint_safely, load_pretrained
+from resnest_mm import (ResNeSt, UnsafeCheckpointError, load_checkpoint_safely,
+                        load_pretrained)
 from resnest_mm.safe_load import MMENGINE_SAFE_GLOBALS
 
 
@@ -22,11 +24,12 @@ class WritesMarker:
         self.marker = marker
 
     def __reduce__(self):
-        return exec, (f'open({str(self.marker)!r}, "w").close()',)
+        return exec, (f'open({str(self.marker)!r}, "w").close()', )
 
 
 class ReachesThroughGetattr:
-    """Asks for ``getattr(HistoryBuffer, '__init__')``; getattr is admitted only for statistics."""
+    """Asks for ``getattr(HistoryBuffer, '__init__')``; getattr is admitted
+    only for statistics."""
 
     def __reduce__(self):
         return getattr, (HistoryBuffer, '__init__')
@@ -39,13 +42,17 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format):
     state_dict = ResNeSt(depth=14).state_dict()
     state_dict['payload'] = WritesMarker(marker)
     torch.save(state_dict, path, _use_new_zipfile_serialization=zip_format)
-    with pytest.raises(UnsafeCheckpointError, match='is refused: it contains the pickled global '
-                       'exec, and loading it could run code'):
+    with pytest.raises(
+            UnsafeCheckpointError,
+            match='is refused: it contains the pickled global '
+            'exec, and loading it could run code'):
         load_checkpoint_safely(path)
-    with pytest.raises(UnsafeCheckpointError):  # through init_cfg=Pretrained as well
+    # through init_cfg=Pretrained as well
+    with pytest.raises(UnsafeCheckpointError):
         load_pretrained(ResNeSt(depth=14), path)
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):  # and torch's own default load refuses it too
+    # and torch's own default load refuses it too
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
     assert not marker.exists()
 
@@ -53,9 +60,11 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format):
 def test_getattr_is_admitted_only_for_history_buffer_statistics(tmp_path):
     path = tmp_path / 'getattr.pth'
     torch.save({'x': ReachesThroughGetattr()}, path)
-    with pytest.raises(UnsafeCheckpointError,
-                       match=r"builtins\.getattr is allowed only as getattr\(HistoryBuffer, "
-                       r"name\).*got getattr\(.*HistoryBuffer'>, '__init__'\)"):
+    with pytest.raises(
+            UnsafeCheckpointError,
+            match=(r'builtins\.getattr is allowed only as '
+                   r"getattr\(HistoryBuffer, "
+                   r"name\).*got getattr\(.*HistoryBuffer'>, '__init__'\)")):
         load_checkpoint_safely(path)
 
 
@@ -81,19 +90,27 @@ class RecordIters(Hook):
 def make_runner(work_dir, name, max_iters, **kwargs):
     data = [dict(x=torch.randn(2), y=torch.tensor(1.0)) for _ in range(8)]
     return Runner(
-        model=TinyModel(), work_dir=str(work_dir), experiment_name=name,
-        train_dataloader=dict(dataset=data, batch_size=2, collate_fn=dict(type='default_collate'),
-                              sampler=dict(type='DefaultSampler', shuffle=True)),
+        model=TinyModel(),
+        work_dir=str(work_dir),
+        experiment_name=name,
+        train_dataloader=dict(
+            dataset=data,
+            batch_size=2,
+            collate_fn=dict(type='default_collate'),
+            sampler=dict(type='DefaultSampler', shuffle=True)),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', milestones=[1]),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False)),
         **kwargs)
 
 
 @pytest.fixture(scope='module')
 def mmengine_checkpoint(tmp_path_factory):
-    """A checkpoint written by mmengine's Runner: 2 iterations of a tiny model."""
+    """A checkpoint written by mmengine's Runner: 2 iterations of a tiny
+    model."""
     work_dir = tmp_path_factory.mktemp('work_dir')
     make_runner(work_dir, 'first', max_iters=2).train()
     return work_dir / 'iter_2.pth'
@@ -111,32 +128,48 @@ def torch_defaults_only():
 
 
 def test_allowlist_covers_what_mmengine_checkpoints_hold(mmengine_checkpoint):
-    allowed = {f'{g.__module__}.{g.__qualname__}' if not isinstance(g, tuple) else g[1]
-               for g in MMENGINE_SAFE_GLOBALS}
+    allowed = {
+        f'{g.__module__}.{g.__qualname__}'
+        if not isinstance(g, tuple) else g[1]
+        for g in MMENGINE_SAFE_GLOBALS
+    }
     with torch_defaults_only():
-        unsafe_by_default = set(torch.serialization.get_unsafe_globals_in_checkpoint(
-            mmengine_checkpoint))
+        unsafe_by_default = set(
+            torch.serialization.get_unsafe_globals_in_checkpoint(
+                mmengine_checkpoint))
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe_by_default
     assert unsafe_by_default <= allowed
     checkpoint = load_checkpoint_safely(mmengine_checkpoint)
     assert checkpoint['meta']['iter'] == 2
-    assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
 
 
-def test_without_the_allowlist_mmengine_checkpoints_fail_to_load(mmengine_checkpoint):
+def test_without_the_allowlist_mmengine_checkpoints_fail_to_load(
+        mmengine_checkpoint):
     """The torch >= 2.6 failure that importing resnest_mm fixes."""
-    with torch_defaults_only(), pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+    with torch_defaults_only(), pytest.raises(
+            pickle.UnpicklingError, match='HistoryBuffer'):
         torch.load(mmengine_checkpoint)
 
 
-def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint, tmp_path):
-    """What tools/train.py --resume does: a new Runner continues at iteration 2."""
+def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint,
+                                                    tmp_path):
+    """What tools/train.py --resume does: a new Runner continues at iteration
+    2."""
     record = RecordIters()
-    runner = make_runner(tmp_path, 'resumed', max_iters=4, resume=True,
-                         load_from=str(mmengine_checkpoint), custom_hooks=[record])
+    runner = make_runner(
+        tmp_path,
+        'resumed',
+        max_iters=4,
+        resume=True,
+        load_from=str(mmengine_checkpoint),
+        custom_hooks=[record])
     runner.train()
     assert record.iters == [2, 3]
     assert runner.iter == 4
-    saved = torch.load(mmengine_checkpoint)  # as mmengine calls it: weights_only=True by default
-    assert np.array_equal(runner.message_hub.get_scalar('train/loss').data[0][:2],
-                          saved['message_hub']['log_scalars']['train/loss'].data[0])
+    # as mmengine calls it: weights_only=True by default
+    saved = torch.load(mmengine_checkpoint)
+    assert np.array_equal(
+        runner.message_hub.get_scalar('train/loss').data[0][:2],
+        saved['message_hub']['log_scalars']['train/loss'].data[0])

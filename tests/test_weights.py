@@ -1,4 +1,5 @@
-"""Pretrained weights in every known layout give the outputs of the model that wrote them."""
+"""Pretrained weights in every known layout give the outputs of the model that
+wrote them."""
 import hashlib
 import importlib
 import importlib.util
@@ -19,10 +20,11 @@ from mmseg.models.backbones.resnest import ResNeSt as MMSegUpstream
 from resnest.torch import resnest
 from resnest.torch.resnet import Bottleneck, ResNet
 
-from helpers import images, randomize_, rel_err
-from resnest_mm import CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt, ResNeSt, weights
-from resnest_mm.weights import load_pretrained
+from resnest_mm import (CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt,
+                        ResNeSt, weights)
 from resnest_mm.tooling.references import authors_layer4
+from resnest_mm.weights import load_pretrained
+from helpers import images, randomize_, rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,8 @@ def mmpretrain_resnest():
             package = types.ModuleType(name)
             package.__path__ = [str(root / sub)]
             sys.modules[name] = package
-    return importlib.import_module('mmpretrain.models.backbones.resnest').ResNeSt
+    return importlib.import_module(
+        'mmpretrain.models.backbones.resnest').ResNeSt
 
 
 def stage_outputs(model, x):
@@ -53,26 +56,34 @@ def stage_outputs(model, x):
 
 
 def mmengine_checkpoint(state_dict):
-    """A checkpoint as mmengine's Runner writes it (message hub with HistoryBuffers included)."""
+    """A checkpoint as mmengine's Runner writes it (message hub with
+    HistoryBuffers included)."""
     hub = MessageHub('weights-test')
     hub.update_scalar('train/loss', 0.5)
     hub.update_info('iter', 2)
-    return dict(meta=dict(iter=2, mmengine_version='0.10.7'), state_dict=state_dict,
-                message_hub=hub.state_dict())
+    return dict(
+        meta=dict(iter=2, mmengine_version='0.10.7'),
+        state_dict=state_dict,
+        message_hub=hub.state_dict())
 
 
 def build_from_config(scope, config, **backbone):
-    """A model from one of mmdet's or mmseg's installed ResNeSt configs, backbone overridden."""
+    """A model from one of mmdet's or mmseg's installed ResNeSt configs,
+    backbone overridden."""
     package = importlib.import_module(scope)
-    cfg = Config.fromfile(os.path.join(os.path.dirname(package.__file__), '.mim/configs', config))
+    cfg = Config.fromfile(
+        os.path.join(
+            os.path.dirname(package.__file__), '.mim/configs', config))
     cfg.model.pop('pretrained', None)
-    cfg.model.backbone.update(init_cfg=None, norm_cfg=dict(type='BN'), **backbone)
+    cfg.model.backbone.update(
+        init_cfg=None, norm_cfg=dict(type='BN'), **backbone)
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         return registry.build(cfg.model), cfg
 
 
-MMDET_CONFIG = 'resnest/faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py'
+MMDET_CONFIG = (
+    'resnest/faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 MMSEG_CONFIG = 'resnest/resnest_s101-d8_fcn_4xb2-80k_cityscapes-512x1024.py'
 
 
@@ -80,40 +91,50 @@ MMSEG_CONFIG = 'resnest/resnest_s101-d8_fcn_4xb2-80k_cityscapes-512x1024.py'
 # saved as that source saves it. Returns (the source's outputs for x, path,
 # expected layout name, our model to load into, the keys left out).
 def authors_source(tmp_path, x):
-    """The authors' package, saved as their release files: a plain state dict, here in
-    torch's legacy (pre-1.6) format to cover it too."""
+    """The authors' package, saved as their release files: a plain state dict,
+    here in torch's legacy (pre-1.6) format to cover it too."""
     theirs = randomize_(resnest.resnest50()).eval()
     path = tmp_path / 'resnest50-release.pth'
     torch.save(theirs.state_dict(), path, _use_new_zipfile_serialization=False)
     with torch.no_grad():
-        expected = (authors_layer4(theirs, x),)
+        expected = (authors_layer4(theirs, x), )
     return (expected, path, "authors' release / timm",
             ResNeSt(depth=50, stem_channels=64), ['fc.weight', 'fc.bias'])
 
 
 def mmpretrain_source(tmp_path, x):
-    """mmpretrain's ImageNet classifier: ``backbone.`` + ``head.fc`` inside ``state_dict``."""
-    theirs = randomize_(mmpretrain_resnest()(depth=50, stem_channels=64, out_indices=(0, 1, 2, 3)))
+    """mmpretrain's ImageNet classifier: ``backbone.`` + ``head.fc`` inside
+    ``state_dict``."""
+    theirs = randomize_(mmpretrain_resnest()(
+        depth=50, stem_channels=64, out_indices=(0, 1, 2, 3)))
     state_dict = {f'backbone.{k}': v for k, v in theirs.state_dict().items()}
-    state_dict.update({'head.fc.weight': torch.randn(1000, 2048),
-                       'head.fc.bias': torch.zeros(1000)})
+    state_dict.update({
+        'head.fc.weight': torch.randn(1000, 2048),
+        'head.fc.bias': torch.zeros(1000)
+    })
     path = tmp_path / 'resnest50_mmpretrain.pth'
     torch.save(dict(meta=dict(), state_dict=state_dict), path)
     return (stage_outputs(theirs, x), path, 'mmpretrain classifier',
-            ResNeSt(depth=50, stem_channels=64), ['head.fc.weight', 'head.fc.bias'])
+            ResNeSt(depth=50,
+                    stem_channels=64), ['head.fc.weight', 'head.fc.bias'])
 
 
 def ours_source(tmp_path, x):
     """Our own keys (and mmdet's): a plain state dict in the zip format."""
-    ours = randomize_(ResNeSt(depth=26, radix=4, groups=2, base_width=40, avd_first=True))
+    ours = randomize_(
+        ResNeSt(depth=26, radix=4, groups=2, base_width=40, avd_first=True))
     path = tmp_path / 'resnest26.pth'
     torch.save(ours.state_dict(), path)
-    return (stage_outputs(ours, x), path, 'ours (resnest_mm, or an mmdet/mmseg ResNeSt backbone)',
-            ResNeSt(depth=26, radix=4, groups=2, base_width=40, avd_first=True), [])
+    return (stage_outputs(ours, x), path,
+            'ours (resnest_mm, or an mmdet/mmseg ResNeSt backbone)',
+            ResNeSt(
+                depth=26, radix=4, groups=2, base_width=40,
+                avd_first=True), [])
 
 
-@pytest.mark.parametrize('source', [authors_source, mmpretrain_source, ours_source],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    'source', [authors_source, mmpretrain_source, ours_source],
+    ids=lambda f: f.__name__)
 def test_each_layout_loads_to_the_source_outputs(source, tmp_path):
     x = images((2, 3, 64, 64))
     expected, path, layout, ours, dropped = source(tmp_path, x)
@@ -129,9 +150,11 @@ def test_each_layout_loads_to_the_source_outputs(source, tmp_path):
         assert rel_err(a, e) <= 1e-5
 
 
-def test_init_cfg_loads_an_mmdet_detector_checkpoint_inside_a_detector(tmp_path):
-    """A detector built from mmdet's zoo config with mmdet's own backbone, saved as mmengine
-    saves it; a detector with ours and init_cfg=Pretrained(that file) gets its backbone."""
+def test_init_cfg_loads_an_mmdet_detector_checkpoint_inside_a_detector(
+        tmp_path):
+    """A detector built from mmdet's zoo config with mmdet's own backbone,
+    saved as mmengine saves it; a detector with ours and
+    init_cfg=Pretrained(that file) gets its backbone."""
     source, _ = build_from_config('mmdet', MMDET_CONFIG, type=MMDetUpstream)
     randomize_(source.backbone)
     path = tmp_path / 'faster-rcnn_s50.pth'
@@ -143,23 +166,33 @@ def test_init_cfg_loads_an_mmdet_detector_checkpoint_inside_a_detector(tmp_path)
     detector.init_weights()
     x = images((2, 3, 64, 64))
     reference = stage_outputs(source.backbone, x)
-    for actual, expected in zip(stage_outputs(detector.backbone, x), reference):
+    for actual, expected in zip(
+            stage_outputs(detector.backbone, x), reference):
         assert rel_err(actual, expected) <= 1e-5
 
 
 def test_mmseg_segmentor_checkpoint_gives_the_backbone_in_our_keys():
-    """The zoo's dilated ResNeSt FCN (depth 50 here) with mmseg's own backbone: the same
-    function as ours (test_upstream_equivalence), so the keys and tensors are what matter."""
-    segmentor, cfg = build_from_config('mmseg', MMSEG_CONFIG, type=MMSegUpstream, depth=50)
-    converted = weights.convert_checkpoint(mmengine_checkpoint(segmentor.state_dict()))
+    """The zoo's dilated ResNeSt FCN (depth 50 here) with mmseg's own backbone:
+    the same function as ours (test_upstream_equivalence), so the keys and
+    tensors are what matter."""
+    segmentor, cfg = build_from_config(
+        'mmseg', MMSEG_CONFIG, type=MMSegUpstream, depth=50)
+    converted = weights.convert_checkpoint(
+        mmengine_checkpoint(segmentor.state_dict()))
     assert converted.layout == 'mmdet/mmseg model'
-    assert {k.split('.')[0] for k in converted.dropped} == {'decode_head', 'auxiliary_head'}
+    assert {k.split('.')[0]
+            for k in converted.dropped} == {'decode_head', 'auxiliary_head'}
     backbone = segmentor.backbone.state_dict()
     assert converted.state_dict.keys() == backbone.keys()
-    assert all(torch.equal(converted.state_dict[k], backbone[k]) for k in backbone)
-    kwargs = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
+    assert all(
+        torch.equal(converted.state_dict[k], backbone[k]) for k in backbone)
+    kwargs = {
+        k: v
+        for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')
+    }
     report = weights.load_converted(MMSegResNeSt(**kwargs), converted)
-    assert report.architecture.name == 'ResNeSt-50' and report.architecture.stem_channels == 128
+    assert (report.architecture.name == 'ResNeSt-50'
+            and report.architecture.stem_channels == 128)
     assert report.missing == [] and report.unexpected == []
 
 
@@ -177,18 +210,31 @@ def assert_holds(model, state_dict):
     assert all(torch.equal(own[k], v) for k, v in state_dict.items())
 
 
-def test_other_init_cfg_entries_run_first_and_extra_modules_are_reported(resnest14_file):
+def test_other_init_cfg_entries_run_first_and_extra_modules_are_reported(
+        resnest14_file):
     state_dict, path = resnest14_file
-    plugins = [dict(cfg=dict(type='ContextBlock', ratio=1 / 4), position='after_conv3')]
-    model = ResNeSt(depth=14, stem_channels=64, plugins=plugins, init_cfg=[
-        dict(type='Constant', val=0.5, layer='Conv2d'),
-        dict(type='Pretrained', checkpoint=str(path))])
+    plugins = [
+        dict(
+            cfg=dict(type='ContextBlock', ratio=1 / 4), position='after_conv3')
+    ]
+    model = ResNeSt(
+        depth=14,
+        stem_channels=64,
+        plugins=plugins,
+        init_cfg=[
+            dict(type='Constant', val=0.5, layer='Conv2d'),
+            dict(type='Pretrained', checkpoint=str(path))
+        ])
     model.init_weights()
     assert_holds(model, state_dict)  # Pretrained wins over Constant
-    # The plugin is not in ImageNet weights: kept as the Constant init left it, not an error.
-    assert torch.all(model.layer1[0].context_block.channel_add_conv[0].weight == 0.5)
-    report = load_pretrained(ResNeSt(depth=14, stem_channels=64, plugins=plugins), path)
-    assert report.missing and all('.context_block.' in k for k in report.missing)
+    # The plugin is not in ImageNet weights: kept as the Constant init left it,
+    # not an error.
+    assert torch.all(
+        model.layer1[0].context_block.channel_add_conv[0].weight == 0.5)
+    report = load_pretrained(
+        ResNeSt(depth=14, stem_channels=64, plugins=plugins), path)
+    assert report.missing and all('.context_block.' in k
+                                  for k in report.missing)
 
 
 def test_deprecated_pretrained_argument_loads(resnest14_file):
@@ -206,7 +252,8 @@ def test_depth_mismatch_names_both_depths(tmp_path):
     before = model.state_dict()
     with pytest.raises(ValueError) as info:
         load_pretrained(model, path)
-    assert ('checkpoint is ResNeSt-101 (23 blocks in stage 3), model is ResNeSt-50 (6): '
+    assert ('checkpoint is ResNeSt-101 (23 blocks in stage 3), '
+            'model is ResNeSt-50 (6): '
             'build the model with depth=101') in str(info.value)
     assert_holds(model, before)  # refused before anything was loaded
 
@@ -222,14 +269,19 @@ def test_stem_width_and_radix_mismatch_name_the_fix(resnest14_file):
 
 
 def test_unknown_layout_lists_the_expected_ones(tmp_path):
-    path = tmp_path / 'resnet50.pth'  # a plain ResNet's keys: no split-attention conv
-    torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7),
-                'layer1.0.conv2.weight': torch.zeros(64, 64, 3, 3)}, path)
+    # a plain ResNet's keys: no split-attention conv
+    path = tmp_path / 'resnet50.pth'
+    torch.save(
+        {
+            'conv1.weight': torch.zeros(64, 3, 7, 7),
+            'layer1.0.conv2.weight': torch.zeros(64, 64, 3, 3)
+        }, path)
     with pytest.raises(ValueError) as info:
         load_pretrained(ResNeSt(depth=14), path)
     message = str(info.value)
     assert message.startswith(
-        'unknown checkpoint layout (first keys: conv1.weight, layer1.0.conv2.weight)')
+        'unknown checkpoint layout '
+        '(first keys: conv1.weight, layer1.0.conv2.weight)')
     for name, keys in weights.LAYOUTS.values():
         assert f'{name}: {keys}' in message
 
@@ -239,8 +291,10 @@ def test_missing_weights_are_named_and_refused(resnest14_file, tmp_path):
     del state_dict['layer2.0.conv2.fc1.weight']
     path = tmp_path / 'partial.pth'
     torch.save(state_dict, path)
-    with pytest.raises(ValueError,
-                       match=r'lacks 1 weights of the backbone: layer2\.0\.conv2\.fc1\.weight'):
+    with pytest.raises(
+            ValueError,
+            match=(r'lacks 1 weights of the backbone: '
+                   r'layer2\.0\.conv2\.fc1\.weight')):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
 
 
@@ -251,19 +305,27 @@ def test_unexpected_keys_are_named_and_not_loaded(resnest14_file, tmp_path):
     torch.save(state_dict, path)
     report = load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
     assert report.unexpected == ['layer1.0.conv2.extra.weight']
-    assert 'not in the model, not loaded: layer1.0.conv2.extra.weight' in str(report)
+    assert 'not in the model, not loaded: layer1.0.conv2.extra.weight' in str(
+        report)
 
 
 def test_init_cfg_prefix_finds_a_backbone_elsewhere(resnest14_file, tmp_path):
     state_dict, _ = resnest14_file
     path = tmp_path / 'distilled.pth'
-    torch.save({f'teacher.backbone.{k}': v for k, v in state_dict.items()}, path)
-    model = ResNeSt(depth=14, stem_channels=64, init_cfg=dict(
-        type='Pretrained', checkpoint=str(path), prefix='teacher.backbone.'))
+    torch.save({f'teacher.backbone.{k}': v
+                for k, v in state_dict.items()}, path)
+    model = ResNeSt(
+        depth=14,
+        stem_channels=64,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint=str(path),
+            prefix='teacher.backbone.'))
     model.init_weights()
     assert_holds(model, state_dict)
     with pytest.raises(ValueError, match='unknown checkpoint layout'):
-        load_pretrained(ResNeSt(depth=14, stem_channels=64), path)  # not found without it
+        # not found without it
+        load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
@@ -271,15 +333,19 @@ def test_truncated_or_corrupt_file_says_so(resnest14_file, tmp_path, damage):
     _, path = resnest14_file
     data = path.read_bytes()
     bad = tmp_path / 'bad.pth'
-    bad.write_bytes(data[:len(data) // 2] if damage == 'truncated' else os.urandom(4096))
-    with pytest.raises(CorruptCheckpointError, match='is not a readable PyTorch checkpoint .* '
-                       'probably truncated or corrupt'):
+    bad.write_bytes(data[:len(data) //
+                         2] if damage == 'truncated' else os.urandom(4096))
+    with pytest.raises(
+            CorruptCheckpointError,
+            match='is not a readable PyTorch checkpoint .* '
+            'probably truncated or corrupt'):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), bad)
 
 
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
-    """The torch hub cache in tmp_path, and every download failing as without network."""
+    """The torch hub cache in tmp_path, and every download failing as without
+    network."""
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
 
     def no_network(url, dst, hash_prefix=None, progress=True):
@@ -289,19 +355,23 @@ def offline_hub(tmp_path, monkeypatch):
     return tmp_path / 'hub' / 'checkpoints'
 
 
-@pytest.mark.parametrize('name, file', [('resnest50', 'resnest50-528c19ca.pth'),
-                                        ('open-mmlab://resnest101', 'resnest101-22405ba7.pth'),
-                                        ('resnest269', 'resnest269-0cc87c48.pth')])
-def test_short_name_offline_says_which_file_to_put_where(offline_hub, name, file):
-    url = f'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{file}'
+@pytest.mark.parametrize(
+    'name, file', [('resnest50', 'resnest50-528c19ca.pth'),
+                   ('open-mmlab://resnest101', 'resnest101-22405ba7.pth'),
+                   ('resnest269', 'resnest269-0cc87c48.pth')])
+def test_short_name_offline_says_which_file_to_put_where(
+        offline_hub, name, file):
+    url = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
+           f'weights_step1/{file}')
     with pytest.raises(FileNotFoundError) as info:
         weights.resolve_checkpoint(name)
     assert f'could not download {url}' in str(info.value)
-    assert f'put it at {offline_hub / file} (the torch hub cache' in str(info.value)
+    assert f'put it at {offline_hub / file} (the torch hub cache' in str(
+        info.value)
 
 
-def test_short_name_uses_the_cached_file_after_checking_its_hash(offline_hub, resnest14_file,
-                                                                  monkeypatch):
+def test_short_name_uses_the_cached_file_after_checking_its_hash(
+        offline_hub, resnest14_file, monkeypatch):
     state_dict, path = resnest14_file
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     monkeypatch.setitem(weights.PUBLISHED, 'resnest14',
@@ -309,34 +379,57 @@ def test_short_name_uses_the_cached_file_after_checking_its_hash(offline_hub, re
     offline_hub.mkdir(parents=True)
     cached = offline_hub / f'resnest14-{sha256}.pth'
     cached.write_bytes(path.read_bytes())
-    model = ResNeSt(depth=14, stem_channels=64,
-                    init_cfg=dict(type='Pretrained', checkpoint='resnest14'))
+    model = ResNeSt(
+        depth=14,
+        stem_channels=64,
+        init_cfg=dict(type='Pretrained', checkpoint='resnest14'))
     model.init_weights()  # no download: it would fail
     assert_holds(model, state_dict)
 
     cached.write_bytes(path.read_bytes()[:-10])  # e.g. an interrupted copy
-    with pytest.raises(RuntimeError, match=f'is not the published resnest14-{sha256}.pth: its '
-                       f'sha256 does not start with {sha256}. It is probably truncated'):
+    with pytest.raises(
+            RuntimeError,
+            match=f'is not the published resnest14-{sha256}.pth: its '
+            f'sha256 does not start with {sha256}. It is probably truncated'):
         weights.resolve_checkpoint('resnest14')
 
 
 def test_convert_weights_tool_writes_our_layout_and_verifies(tmp_path):
     """End to end on a ResNeSt-14 built with the authors' own classes."""
-    theirs = randomize_(ResNet(Bottleneck, [1, 1, 1, 1], radix=2, groups=1, bottleneck_width=64,
-                               deep_stem=True, stem_width=32, avg_down=True, avd=True))
+    theirs = randomize_(
+        ResNet(
+            Bottleneck, [1, 1, 1, 1],
+            radix=2,
+            groups=1,
+            bottleneck_width=64,
+            deep_stem=True,
+            stem_width=32,
+            avg_down=True,
+            avd=True))
     src, dst = tmp_path / 'authors14.pth', tmp_path / 'ours14.pth'
     torch.save(theirs.state_dict(), src)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'convert_weights.py'), str(src), str(dst),
-         '--verify', '--size', '64'], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'convert_weights.py'),
+        str(src),
+        str(dst), '--verify', '--size', '64'
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ours = ResNeSt(depth=14, stem_channels=64)
     assert (f"layout:     authors' release / timm\n"
-            f'network:    ResNeSt-14 (blocks per stage (1, 1, 1, 1), stem 64, radix 2, groups 1)\n'
-            f'parameters: {sum(p.numel() for p in ours.parameters()):,}\n') in result.stdout
-    assert ("verify:     stage-4 output vs the authors' resnest package: largest difference"
-            in result.stdout)
-    ours.load_state_dict(torch.load(dst, weights_only=True))  # strict: exactly our keys
+            f'network:    ResNeSt-14 (blocks per stage (1, 1, 1, 1), stem 64, '
+            f'radix 2, groups 1)\n'
+            f'parameters: {sum(p.numel() for p in ours.parameters()):,}\n'
+            ) in result.stdout
+    assert ("verify:     stage-4 output vs the authors' resnest package: "
+            'largest difference' in result.stdout)
+    # strict: exactly our keys
+    ours.load_state_dict(torch.load(dst, weights_only=True))
     x = images((2, 3, 64, 64))
     with torch.no_grad():
-        assert rel_err(stage_outputs(ours, x)[-1], authors_layer4(theirs.eval(), x)) <= 1e-5
+        assert rel_err(
+            stage_outputs(ours, x)[-1], authors_layer4(theirs.eval(),
+                                                       x)) <= 1e-5

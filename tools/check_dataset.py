@@ -11,15 +11,19 @@ import sys
 
 from mmengine.config import DictAction
 
-from resnest_mm.tooling.dataset_checks import CHECKS, DatasetError, check_datasets
+from resnest_mm.tooling.dataset_checks import (CHECKS, DatasetError,
+                                               check_datasets)
 from resnest_mm.tooling.runner_setup import load_config
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file path')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
     args = parser.parse_args()
     cfg = load_config(args.config, args.cfg_options)
     try:
@@ -29,7 +33,8 @@ def main():
     for split, dataset_type, summary in checked:
         print(f'{split} ({dataset_type}): {summary}')
     if not checked:
-        print(f'{args.config} has no dataset of a checked type ({", ".join(CHECKS)})')
+        print(f'{args.config} has no dataset of a checked type '
+              f'({", ".join(CHECKS)})')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""Write ResNeSt weights from any known layout as a checkpoint in ours, and say what was found.
+"""Write ResNeSt weights from any known layout as a checkpoint in ours, and say
+what was found.
 
     python tools/convert_weights.py SRC DST [--verify] [--size 224]
 
@@ -6,11 +7,12 @@ SRC is a file in any layout that ``resnest_mm`` accepts (the authors'
 release / timm, mmpretrain, an mmdet or mmseg model, ours), an http(s) URL or
 a short name (``resnest50``, ``open-mmlab://resnest101``, ...). DST gets a
 plain state dict in our keys (also mmdet's and mmseg's), which
-``torch.load(weights_only=True)`` reads anywhere. ``--verify`` builds the source's own
-implementation where it is importable, loads SRC into it unconverted and
-prints the largest difference between its stage-4 output and ours (eval
-mode, the same random input); it exits with status 1 above a relative 1e-4.
-Both are built with ``avd_first=False``: the weights do not record it.
+``torch.load(weights_only=True)`` reads anywhere. ``--verify`` builds the
+source's own implementation where it is importable, loads SRC into it
+unconverted and prints the largest difference between its stage-4 output and
+ours (eval mode, the same random input); it exits with status 1 above a
+relative 1e-4. Both are built with ``avd_first=False``: the weights do not
+record it.
 """
 import argparse
 import pickle
@@ -20,7 +22,8 @@ import torch
 
 from resnest_mm import ResNeSt, load_checkpoint_safely
 from resnest_mm.tooling.references import authors_layer4
-from resnest_mm.weights import (convert_checkpoint, key_summary, load_converted, read_architecture,
+from resnest_mm.weights import (convert_checkpoint, key_summary,
+                                load_converted, read_architecture,
                                 resolve_checkpoint)
 
 TOLERANCE = 1e-4  # fp32, relative to the largest output
@@ -28,11 +31,16 @@ TOLERANCE = 1e-4  # fp32, relative to the largest output
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src', help='checkpoint file, http(s) URL or short name (e.g. resnest50)')
+    parser.add_argument(
+        'src',
+        help='checkpoint file, http(s) URL or short name (e.g. resnest50)')
     parser.add_argument('dst', help='where to write the converted state dict')
-    parser.add_argument('--verify', action='store_true',
-                        help="compare with the source's own implementation on a random input")
-    parser.add_argument('--size', type=int, default=224, help='input size for --verify')
+    parser.add_argument(
+        '--verify',
+        action='store_true',
+        help="compare with the source's own implementation on a random input")
+    parser.add_argument(
+        '--size', type=int, default=224, help='input size for --verify')
     return parser.parse_args(argv)
 
 
@@ -51,27 +59,33 @@ def main(argv=None):
     ours = ResNeSt(**arch.model_kwargs())
     report = load_converted(ours, converted, source=path)
     torch.save(ours.state_dict(), args.dst)
-    print(f'layout:     {report.layout}\n'
-          f'network:    {arch.name} (blocks per stage {arch.stage_blocks}, stem '
-          f'{arch.stem_channels}, radix {arch.radix}, groups {arch.groups})\n'
-          f'parameters: {sum(p.numel() for p in ours.parameters()):,}')
+    print(
+        f'layout:     {report.layout}\n'
+        f'network:    {arch.name} (blocks per stage {arch.stage_blocks}, stem '
+        f'{arch.stem_channels}, radix {arch.radix}, groups {arch.groups})\n'
+        f'parameters: {sum(p.numel() for p in ours.parameters()):,}')
     if report.dropped:
-        print(f'left out:   {key_summary(report.dropped)} (not backbone weights)')
+        print(
+            f'left out:   {key_summary(report.dropped)} (not backbone weights)'
+        )
     print(f'wrote:      {args.dst}')
     if args.verify:
         sys.exit(verify(converted, checkpoint, arch, ours, args.size))
 
 
 def verify(converted, checkpoint, arch, ours, size):
-    """Compare stage-4 outputs with the source's implementation; 0 if they agree."""
+    """Compare stage-4 outputs with the source's implementation; 0 if they
+    agree."""
     source_state_dict = checkpoint.get('state_dict', checkpoint)
     try:
-        name, reference, forward = build_reference(converted, arch, source_state_dict)
+        name, reference, forward = build_reference(converted, arch,
+                                                   source_state_dict)
     except ImportError as err:
         print(f'verify:     skipped, no independent implementation of the '
               f'{converted.layout} layout to compare with ({err})')
         return 0
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        2, 3, size, size, generator=torch.Generator().manual_seed(0))
     ours.eval()
     reference.eval()
     with torch.no_grad():
@@ -79,26 +93,38 @@ def verify(converted, checkpoint, arch, ours, size):
         actual = ours(x)[-1]
     diff = (actual - expected).abs().max().item()
     relative = diff / expected.abs().max().item()
-    print(f'verify:     stage-4 output vs {name}: largest difference {diff:.3g} '
-          f'(relative {relative:.3g})')
+    print(
+        f'verify:     stage-4 output vs {name}: largest difference {diff:.3g} '
+        f'(relative {relative:.3g})')
     if relative > TOLERANCE:
-        print(f'verify:     MISMATCH, above the relative tolerance {TOLERANCE}')
+        print(
+            f'verify:     MISMATCH, above the relative tolerance {TOLERANCE}')
         return 1
     return 0
 
 
 def build_reference(converted, arch, source_state_dict):
-    """The source layout's own implementation: (name, model with SRC's keys, stage-4 forward)."""
-    weights = {k[len(converted.prefix):]: v for k, v in source_state_dict.items()
-               if k.startswith(converted.prefix)}
+    """The source layout's own implementation: (name, model with SRC's keys,
+    stage-4 forward)."""
+    weights = {
+        k[len(converted.prefix):]: v
+        for k, v in source_state_dict.items() if k.startswith(converted.prefix)
+    }
     kwargs = arch.model_kwargs()
     if converted.scheme == 'authors':
         from resnest.torch.resnet import Bottleneck, ResNet
         name = "the authors' resnest package"
-        model = ResNet(Bottleneck, list(arch.stage_blocks), radix=arch.radix,
-                       groups=arch.groups, bottleneck_width=kwargs.get('base_width', 64),
-                       deep_stem=True, stem_width=arch.stem_channels // 2,
-                       avg_down=True, avd=True, avd_first=False)
+        model = ResNet(
+            Bottleneck,
+            list(arch.stage_blocks),
+            radix=arch.radix,
+            groups=arch.groups,
+            bottleneck_width=kwargs.get('base_width', 64),
+            deep_stem=True,
+            stem_width=arch.stem_channels // 2,
+            avg_down=True,
+            avd=True,
+            avd_first=False)
         del model.fc  # the classifier is not compared
         weights = {k: v for k, v in weights.items() if not k.startswith('fc.')}
 
@@ -115,11 +141,13 @@ def build_reference(converted, arch, source_state_dict):
             name = "mmdet's ResNeSt"
             if arch.depth not in Reference.arch_settings:
                 raise ImportError(f'{name} has no depth {arch.depth}')
-        model = Reference(out_indices=(3,), **kwargs)
+        model = Reference(out_indices=(3, ), **kwargs)
 
         def forward(x):
             return model(x)[-1]
-    model.load_state_dict(weights)  # strict: the source's own keys, unconverted
+
+    # strict: the source's own keys, unconverted
+    model.load_state_dict(weights)
     return name, model, forward
 
 

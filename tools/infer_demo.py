@@ -1,4 +1,5 @@
-"""Run a trained detector on one image and save the picture with its boxes and masks.
+"""Run a trained detector on one image and save the picture with its boxes and
+masks.
 
     python tools/infer_demo.py IMAGE CONFIG CHECKPOINT [--out result.jpg]
                                [--score-thr 0.3] [--device cpu]
@@ -15,7 +16,7 @@ from resnest_mm.tooling.runner_setup import load_config, task_of
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('image')
     parser.add_argument('config')
     parser.add_argument('checkpoint')
@@ -35,8 +36,13 @@ def main():
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
     image = mmcv.imconvert(mmcv.imread(args.image), 'bgr', 'rgb')
-    visualizer.add_datasample('result', image, data_sample=result, draw_gt=False,
-                              pred_score_thr=args.score_thr, out_file=args.out)
+    visualizer.add_datasample(
+        'result',
+        image,
+        data_sample=result,
+        draw_gt=False,
+        pred_score_thr=args.score_thr,
+        out_file=args.out)
     kept = int((result.pred_instances.scores >= args.score_thr).sum())
     print(f'{kept} objects above score {args.score_thr}: {args.out}')
 

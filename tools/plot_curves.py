@@ -15,13 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from resnest_mm.tooling.run_logs import read_scalars  # noqa: E402
 
-METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'mIoU', 'mAcc')
+METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'mIoU',
+               'mAcc')
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('work_dir')
-    parser.add_argument('--out', help='output image (default WORK_DIR/curves.png)')
+    parser.add_argument(
+        '--out', help='output image (default WORK_DIR/curves.png)')
     args = parser.parse_args()
     out = args.out or osp.join(args.work_dir, 'curves.png')
     train, val = read_scalars(args.work_dir)
@@ -29,22 +31,25 @@ def main():
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
     loss_keys = [k for k in train[0] if k.startswith('loss')] if train else []
     for key in loss_keys:
-        ax_loss.plot([r['step'] for r in train], [r.get(key) for r in train], label=key)
+        ax_loss.plot([r['step'] for r in train], [r.get(key) for r in train],
+                     label=key)
     ax_loss.set(xlabel='iteration', ylabel='loss', title='training loss')
     ax_loss.legend(fontsize=8)
     for key in METRIC_KEYS:
         points = [(r['step'], r[key]) for r in val if key in r]
         if points:
             ax_metric.plot(*zip(*points), marker='o', label=key)
-    ax_metric.set(xlabel='epoch (or iteration)', ylabel='metric', title='validation')
+    ax_metric.set(
+        xlabel='epoch (or iteration)', ylabel='metric', title='validation')
     ax_metric.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     print(f'curves: {out}')
     if val:
         last = val[-1]
-        print('last validation: ' + ', '.join(
-            f'{k}={last[k]:.3f}' for k in METRIC_KEYS if k in last))
+        print('last validation: ' +
+              ', '.join(f'{k}={last[k]:.3f}'
+                        for k in METRIC_KEYS if k in last))
 
 
 if __name__ == '__main__':

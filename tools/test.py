@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint of a detector or a segmentor; the task is read from the config.
+"""Evaluate a checkpoint of a detector or a segmentor; the task is read from
+the config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
                          [--show-dir DIR] [--show] [--cfg-options k=v ...]
@@ -16,20 +17,25 @@ from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
 from resnest_mm.tooling.dataset_checks import check_datasets
-from resnest_mm.tooling.runner_setup import (add_common_args, finish_distributed, load_config,
-                                     parse_args, setup_distributed, task_of)
+from resnest_mm.tooling.runner_setup import (add_common_args,
+                                             finish_distributed, load_config,
+                                             parse_args, setup_distributed,
+                                             task_of)
 
 
 def get_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics')
-    parser.add_argument('--out', help='detection: .pkl of predictions; '
-                        'segmentation: folder for predicted label maps')
+    parser.add_argument(
+        '--out',
+        help='detection: .pkl of predictions; '
+        'segmentation: folder for predicted label maps')
     parser.add_argument('--show', action='store_true', help='show predictions')
     parser.add_argument('--show-dir', help='folder for painted predictions')
-    parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='--show interval (s)')
     add_common_args(parser)
     return parse_args(parser)
 
@@ -63,13 +69,20 @@ def main():
     if args.out and task == 'segmentation':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.out and task == 'detection' and not args.out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl file for detection, got {args.out}')
+    if args.out and task == 'detection' and not args.out.endswith((
+            '.pkl',
+            '.pickle',
+    )):
+        raise ValueError(
+            f'--out must be a .pkl file for detection, got {args.out}')
     setup_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = (
+        Runner.from_cfg(cfg)
+        if 'runner_type' not in cfg else RUNNERS.build(cfg))
     if args.out and task == 'detection':
         from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        runner.test_evaluator.metrics.append(
+            DumpDetResults(out_file_path=args.out))
     runner.test()
     finish_distributed()
 

@@ -16,21 +16,31 @@ from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
 from resnest_mm.tooling.dataset_checks import check_datasets
-from resnest_mm.tooling.runner_setup import (add_common_args, latest_checkpoint, load_config,
-                                     finish_distributed, parse_args, setup_distributed)
+from resnest_mm.tooling.runner_setup import (add_common_args,
+                                             finish_distributed,
+                                             latest_checkpoint, load_config,
+                                             parse_args, setup_distributed)
 
 
 def get_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from this checkpoint, or without a path from '
-                        'the latest checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision training')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the LR by the real batch size / base_batch_size')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from this checkpoint, or without a path from '
+        'the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the LR by the real batch size / base_batch_size')
     add_common_args(parser)
     return parse_args(parser)
 
@@ -44,19 +54,24 @@ def main():
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError(f'{args.config} has no auto_scale_lr.base_batch_size; '
-                             'add auto_scale_lr = dict(base_batch_size=N)')
+            raise ValueError(
+                f'{args.config} has no auto_scale_lr.base_batch_size; '
+                'add auto_scale_lr = dict(base_batch_size=N)')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
-        print_log(f'--resume: latest complete checkpoint in {cfg.work_dir}: '
-                  f'{cfg.load_from or "none, starting from scratch"}', logger='current')
+        print_log(
+            f'--resume: latest complete checkpoint in {cfg.work_dir}: '
+            f'{cfg.load_from or "none, starting from scratch"}',
+            logger='current')
     elif args.resume is not None:
         if not os.path.isfile(args.resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+            raise FileNotFoundError(
+                f'--resume checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
     setup_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(
+        cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     finish_distributed()
 

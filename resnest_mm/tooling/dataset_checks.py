@@ -1,4 +1,5 @@
-"""Fail in seconds, before any model is built, on a dataset a config cannot use.
+"""Fail in seconds, before any model is built, on a dataset a config cannot
+use.
 
 ``check_datasets(cfg)`` walks the config's dataloaders, unwraps dataset
 wrappers (RepeatDataset, ConcatDataset, ...) and runs the check for each
@@ -16,11 +17,13 @@ from PIL import Image
 
 
 class DatasetError(ValueError):
-    """A dataset folder or annotation file that training or testing cannot use."""
+    """A dataset folder or annotation file that training or testing cannot
+    use."""
 
 
 def check_datasets(cfg, splits=('train', 'val', 'test')):
-    """Check every dataset of ``cfg``'s ``{split}_dataloader`` for the given splits.
+    """Check every dataset of ``cfg``'s ``{split}_dataloader`` for the given
+    splits.
 
     Returns what was checked, ``[(split, dataset type, summary)]``.
     """
@@ -47,91 +50,124 @@ def _leaf_datasets(dataset):
 
 
 def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
-    """Check a ``CocoDataset`` config: the annotation file, the image folder and the classes.
+    """Check a ``CocoDataset`` config: the annotation file, the image folder
+    and the classes.
 
     Returns a one-line summary.
     """
     root = dataset.get('data_root') or ''
     ann_file = osp.join(root, dataset['ann_file'])
     img_dir = osp.join(root, (dataset.get('data_prefix') or {}).get('img', ''))
-    hint = (f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). Point data_root "
-            'at a COCO folder with annotations/, train2017/ and val2017/, or make '
-            'demo data with: python tools/make_demo_data.py coco data/coco')
+    hint = (
+        f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
+        'Point data_root '
+        'at a COCO folder with annotations/, train2017/ and val2017/, or make '
+        'demo data with: python tools/make_demo_data.py coco data/coco')
     if not osp.isfile(ann_file):
         raise DatasetError(f'annotation file not found: {ann_file} {hint}')
     try:
         with open(ann_file) as f:
             coco = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f'{ann_file} is not valid JSON ({err}); is it truncated? '
-                           'Download it again.') from None
-    missing = [k for k in ('images', 'annotations', 'categories')
-               if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
+        raise DatasetError(
+            f'{ann_file} is not valid JSON ({err}); is it truncated? '
+            'Download it again.') from None
+    missing = [
+        k for k in ('images', 'annotations', 'categories')
+        if not isinstance(coco, dict) or not isinstance(coco.get(k), list)
+    ]
     if missing:
-        raise DatasetError(f'{ann_file} is not a COCO annotation file: it has no '
-                           f'{missing} list(s). Expected instances_*.json as '
-                           'published by COCO (images, annotations, categories).')
-    for entry, keys in ((coco['images'][:1], ('id', 'file_name', 'width', 'height')),
-                        (coco['annotations'][:1], ('id', 'image_id', 'category_id', 'bbox')),
-                        (coco['categories'][:1], ('id', 'name'))):
+        raise DatasetError(
+            f'{ann_file} is not a COCO annotation file: it has no '
+            f'{missing} list(s). Expected instances_*.json as '
+            'published by COCO (images, annotations, categories).')
+    for entry, keys in ((coco['images'][:1], ('id', 'file_name', 'width',
+                                              'height')),
+                        (coco['annotations'][:1],
+                         ('id', 'image_id', 'category_id',
+                          'bbox')), (coco['categories'][:1], ('id', 'name'))):
         if entry and any(k not in entry[0] for k in keys):
-            raise DatasetError(f'{ann_file} is not a COCO annotation file: entries '
-                               f'must have {keys}, got {sorted(entry[0])}')
+            raise DatasetError(
+                f'{ann_file} is not a COCO annotation file: entries '
+                f'must have {keys}, got {sorted(entry[0])}')
     if not osp.isdir(img_dir):
         raise DatasetError(f'image folder not found: {img_dir} {hint}')
-    absent = [im['file_name'] for im in coco['images'][:max_images_checked]
-              if not osp.isfile(osp.join(img_dir, im['file_name']))]
+    absent = [
+        im['file_name'] for im in coco['images'][:max_images_checked]
+        if not osp.isfile(osp.join(img_dir, im['file_name']))
+    ]
     if absent:
-        raise DatasetError(f'{len(absent)} of the first {max_images_checked} images listed '
-                           f'in {ann_file} are not in {img_dir}, e.g. {absent[:3]}')
+        raise DatasetError(
+            f'{len(absent)} of the first {max_images_checked} images listed '
+            f'in {ann_file} are not in {img_dir}, e.g. {absent[:3]}')
 
     names = [c['name'] for c in coco['categories']]
     explicit = (dataset.get('metainfo') or {}).get('classes')
-    if explicit:  # each must exist: a misspelt class would silently never train
+    if explicit:
+        # each must exist: a misspelt class would silently never train
         unknown = [c for c in explicit if c not in names]
         if unknown:
-            raise DatasetError(f'classes {unknown} of the config are not categories '
-                               f'of {ann_file}: {names}')
-    else:  # the dataset class's own, e.g. the 80 COCO classes; a subset is fine
-        classes = DATASETS.get(f"{scope}.{dataset['type']}").METAINFO['classes']
+            raise DatasetError(
+                f'classes {unknown} of the config are not categories '
+                f'of {ann_file}: {names}')
+    else:
+        # the dataset class's own, e.g. the 80 COCO classes; a subset is fine
+        classes = DATASETS.get(
+            f"{scope}.{dataset['type']}").METAINFO['classes']
         if not set(classes) & set(names):
             raise DatasetError(
-                f'none of the categories of {ann_file} ({names[:10]}) are classes of '
-                f"{dataset['type']} ({list(classes)[:5]}...); set the dataset's "
+                f'none of the categories of {ann_file} ({names[:10]}) are '
+                f"classes of {dataset['type']} ({list(classes)[:5]}...); "
+                "set the dataset's "
                 "metainfo=dict(classes=(...)) and the heads' num_classes")
-    return f"{len(coco['images'])} images, {len(coco['annotations'])} objects in {ann_file}"
+    return (f"{len(coco['images'])} images, "
+            f"{len(coco['annotations'])} objects in {ann_file}")
 
 
-ADE20K_SOURCE = (
-    'Download ADEChallengeData2016.zip (http://data.csail.mit.edu/places/ADEchallenge/'
-    'ADEChallengeData2016.zip) and unzip it into data/ade/, or make demo data with: '
-    'python tools/make_demo_data.py ade20k data/ade')
+ADE20K_SOURCE = ('Download ADEChallengeData2016.zip '
+                 '(http://data.csail.mit.edu/places/ADEchallenge/'
+                 'ADEChallengeData2016.zip) and unzip it into data/ade/, '
+                 'or make demo data with: '
+                 'python tools/make_demo_data.py ade20k data/ade')
 CITYSCAPES_SOURCE = (
     'Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from '
-    'https://www.cityscapes-dataset.com/downloads/, unzip both into data/cityscapes/ and run: '
-    'python tools/convert_cityscapes.py data/cityscapes; or make demo data with: python '
-    'tools/make_demo_data.py cityscapes data/cityscapes (and the same conversion)')
+    'https://www.cityscapes-dataset.com/downloads/, '
+    'unzip both into data/cityscapes/ and run: '
+    'python tools/convert_cityscapes.py data/cityscapes; '
+    'or make demo data with: python '
+    'tools/make_demo_data.py cityscapes data/cityscapes '
+    '(and the same conversion)')
 
 
 def check_ade20k_dataset(dataset, scope='mmseg', max_labels_checked=50):
-    """Check an ``ADE20KDataset`` config: the layout, an annotation per image, values 0..150.
+    """Check an ``ADE20KDataset`` config: the layout, an annotation per image,
+    values 0..150.
 
     Expects ``ADEChallengeData2016/{images,annotations}/{training,validation}``
     as unzipped. Label values (0 "other", 1..150 the classes) are read from the
-    first ``max_labels_checked`` annotations only, which keeps the check to seconds.
+    first ``max_labels_checked`` annotations only, which keeps the check to
+    seconds.
     """
     return _check_segmentation_folders(
-        dataset, scope, layout='{images,annotations}/{training,validation} (it is the '
+        dataset,
+        scope,
+        layout='{images,annotations}/{training,validation} (it is the '
         'unzipped ADEChallengeData2016/)',
-        source=ADE20K_SOURCE, values=np.arange(151), values_text='0..150',
-        values_fix='ADE20K annotations hold 0 (other) and the class numbers 1..150; '
-        'is this folder from another dataset?',
-        unannotated_fix='restore them from ADEChallengeData2016.zip, or remove those images',
+        source=ADE20K_SOURCE,
+        values=np.arange(151),
+        values_text='0..150',
+        values_fix=(
+            'ADE20K annotations hold 0 (other) and the class numbers 1..150; '
+            'is this folder from another dataset?'),
+        unannotated_fix=(
+            'restore them from ADEChallengeData2016.zip, or remove those '
+            'images'),
         max_labels_checked=max_labels_checked)
 
 
 def check_cityscapes_dataset(dataset, scope='mmseg', max_labels_checked=50):
-    """Check a ``CityscapesDataset`` config: the layout, train-id labels per image, values.
+    """Check a ``CityscapesDataset`` config: the layout, train-id labels per
+    image, values.
 
     Expects ``leftImg8bit/{train,val}/<city>/*_leftImg8bit.png`` and their
     ``gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png``, which
@@ -141,17 +177,24 @@ def check_cityscapes_dataset(dataset, scope='mmseg', max_labels_checked=50):
     root = dataset.get('data_root') or '.'
     convert = f'python tools/convert_cityscapes.py {root}'
     return _check_segmentation_folders(
-        dataset, scope, layout='{leftImg8bit,gtFine}/{train,val}/<city>/',
+        dataset,
+        scope,
+        layout='{leftImg8bit,gtFine}/{train,val}/<city>/',
         source=CITYSCAPES_SOURCE,
-        values=np.append(np.arange(19), 255), values_text='the train ids 0..18 and 255',
-        values_fix=f'are these label ids rather than train ids? Make train ids with: {convert}',
-        unannotated_fix=f'make them from the *_gtFine_polygons.json with: {convert}',
+        values=np.append(np.arange(19), 255),
+        values_text='the train ids 0..18 and 255',
+        values_fix=('are these label ids rather than train ids? '
+                    f'Make train ids with: {convert}'),
+        unannotated_fix=(
+            f'make them from the *_gtFine_polygons.json with: {convert}'),
         max_labels_checked=max_labels_checked)
 
 
-def _check_segmentation_folders(dataset, scope, *, layout, source, values, values_text,
-                                values_fix, unannotated_fix, max_labels_checked):
-    """What mmseg's ``BaseSegDataset`` needs: images, an annotation for each, valid labels.
+def _check_segmentation_folders(dataset, scope, *, layout, source, values,
+                                values_text, values_fix, unannotated_fix,
+                                max_labels_checked):
+    """What mmseg's ``BaseSegDataset`` needs: images, an annotation for each,
+    valid labels.
 
     Images and annotations are paired by name, as mmseg pairs them (the
     dataset class's suffixes unless the config sets others). Returns a summary.
@@ -160,55 +203,72 @@ def _check_segmentation_folders(dataset, scope, *, layout, source, values, value
     prefix = dataset.get('data_prefix') or {}
     img_dir = osp.join(root, prefix.get('img_path', ''))
     ann_dir = osp.join(root, prefix.get('seg_map_path', ''))
-    defaults = inspect.signature(DATASETS.get(f"{scope}.{dataset['type']}")).parameters
+    defaults = inspect.signature(
+        DATASETS.get(f"{scope}.{dataset['type']}")).parameters
     img_suffix = dataset.get('img_suffix', defaults['img_suffix'].default)
-    seg_suffix = dataset.get('seg_map_suffix', defaults['seg_map_suffix'].default)
+    seg_suffix = dataset.get('seg_map_suffix',
+                             defaults['seg_map_suffix'].default)
     for folder in (img_dir, ann_dir):
         if not osp.isdir(folder):
             raise DatasetError(f'folder not found: {folder}. '
                                f'{_layout_fix(root, folder, layout, source)}')
     images = _names(img_dir, img_suffix)
-    if dataset.get('ann_file'):  # a split list names the images used, as mmseg reads it
+    # a split list names the images used, as mmseg reads it
+    if dataset.get('ann_file'):
         with open(osp.join(root, dataset['ann_file'])) as f:
             listed = {line.strip() for line in f if line.strip()}
         if listed - images:
-            raise DatasetError(f"{len(listed - images)} images listed in {dataset['ann_file']} "
-                               f'are not in {img_dir}, e.g. {sorted(listed - images)[:3]}')
+            raise DatasetError(
+                f'{len(listed - images)} images listed in '
+                f"{dataset['ann_file']} "
+                f'are not in {img_dir}, e.g. {sorted(listed - images)[:3]}')
         images = listed
     if not images:
         raise DatasetError(f'no *{img_suffix} images in {img_dir}. {source}')
     unannotated = sorted(images - _names(ann_dir, seg_suffix))
     if unannotated:
         raise DatasetError(
-            f'{len(unannotated)} of {len(images)} images in {img_dir} have no annotation: '
-            f'{[osp.join(ann_dir, n + seg_suffix) for n in unannotated[:3]]} not found; '
+            f'{len(unannotated)} of {len(images)} images in {img_dir} '
+            'have no annotation: '
+            f'{[osp.join(ann_dir, n + seg_suffix) for n in unannotated[:3]]} '
+            'not found; '
             f'{unannotated_fix}')
     sample = sorted(images)[:max_labels_checked]
     for name in sample:
         ann_path = osp.join(ann_dir, name + seg_suffix)
         img_path = osp.join(img_dir, name + img_suffix)
-        with Image.open(ann_path) as ann, Image.open(img_path) as img:  # the image: header only
+        # the image: header only
+        with Image.open(ann_path) as ann, Image.open(img_path) as img:
             if ann.size != img.size:
-                raise DatasetError(f'{ann_path} is {ann.size[0]}x{ann.size[1]}, its image '
-                                   f'{img_path} {img.size[0]}x{img.size[1]}; they must match')
+                raise DatasetError(
+                    f'{ann_path} is {ann.size[0]}x{ann.size[1]}, its image '
+                    f'{img_path} {img.size[0]}x{img.size[1]}; they must match')
             if ann.mode not in ('L', 'P'):
-                raise DatasetError(f'{ann_path} is a {ann.mode} image, not a label map (one '
-                                   f'channel of class values); {values_fix}')
+                raise DatasetError(
+                    f'{ann_path} is a {ann.mode} image, not a label map (one '
+                    f'channel of class values); {values_fix}')
             outside = np.setdiff1d(np.asarray(ann), values)
         if outside.size:
-            raise DatasetError(f'{ann_path} has label values {outside[:10].tolist()} outside '
-                               f'{values_text}; {values_fix}')
-    return (f'{len(images)} images with annotations in {img_dir}; label values of the first '
+            raise DatasetError(
+                f'{ann_path} has label values {outside[:10].tolist()} outside '
+                f'{values_text}; {values_fix}')
+    return (f'{len(images)} images with annotations in {img_dir}; '
+            'label values of the first '
             f'{len(sample)} checked')
 
 
 def _names(folder, suffix):
-    """File names (relative, without ``suffix``) of every ``*suffix`` under ``folder``."""
-    return {path[:-len(suffix)] for path in scandir(folder, suffix, recursive=True)}
+    """File names (relative, without ``suffix``) of every ``*suffix`` under
+    ``folder``."""
+    return {
+        path[:-len(suffix)]
+        for path in scandir(folder, suffix, recursive=True)
+    }
 
 
 def _layout_fix(root, folder, layout, source):
-    """For a missing ``folder``: the data_root that has it, or what is there and ``source``."""
+    """For a missing ``folder``: the data_root that has it, or what is there
+    and ``source``."""
     if root and not osp.isdir(root):
         return f'data_root {root!r} does not exist. {source}'
     wanted = osp.relpath(folder, root or '.')
@@ -220,7 +280,8 @@ def _layout_fix(root, folder, layout, source):
     while found and not osp.isdir(found):
         found = osp.dirname(found)
     entries = sorted(os.listdir(found or '.'))
-    return (f'data_root={root!r} should hold {layout}; {found or "."} has {entries[:10]}. '
+    return (f'data_root={root!r} should hold {layout}; '
+            f'{found or "."} has {entries[:10]}. '
             f'{source}')
 
 

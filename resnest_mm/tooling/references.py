@@ -2,7 +2,8 @@
 
 
 def authors_layer4(model, x):
-    """The authors' ResNet forward up to ``layer4``: ``(N, 3, H, W)`` -> ``(N, C4, H/32, W/32)``.
+    """The authors' ResNet forward up to ``layer4``: ``(N, 3, H, W)`` ->
+    ``(N, C4, H/32, W/32)``.
 
     Their ``forward`` ends in the classifier, so the backbone's last stage
     has to be reached by hand.

@@ -1,4 +1,5 @@
-"""What tools/train.py and tools/test.py share: loading a config, knowing its task, distributed set-up."""
+"""What tools/train.py and tools/test.py share: loading a config, knowing its
+task, distributed set-up."""
 import glob
 import os
 import os.path as osp
@@ -16,23 +17,32 @@ TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 
 
 def add_common_args(parser):
-    """The flags train.py and test.py share: --cfg-options, --launcher, --local-rank."""
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
-                        default='none', help='job launcher')
+    """The flags train.py and test.py share: --cfg-options, --launcher,
+    --local-rank."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 def parse_args(parser):
-    """Parse, and give torch.distributed.launch's --local-rank to the environment."""
+    """Parse, and give torch.distributed.launch's --local-rank to the
+    environment."""
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def load_config(path, cfg_options=None, work_dir=None):
-    """Load ``path``, apply ``--cfg-options`` and the work dir; check that the task is known.
+    """Load ``path``, apply ``--cfg-options`` and the work dir; check that the
+    task is known.
 
     The work dir is, by priority, ``work_dir``, the config's own, or
     ``work_dirs/<config name>``, as in mmdet's and mmseg's tools.
@@ -48,16 +58,19 @@ def load_config(path, cfg_options=None, work_dir=None):
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(path))[0])
     return cfg
 
 
 def task_of(cfg, path='the config'):
-    """``'detection'`` or ``'segmentation'``, read from the config's ``default_scope``."""
+    """``'detection'`` or ``'segmentation'``, read from the config's
+    ``default_scope``."""
     scope = cfg.get('default_scope')
     if scope not in TASKS:
         raise ValueError(
-            f"{path}: default_scope is {scope!r}, so the task is unknown. Inherit "
+            f'{path}: default_scope is {scope!r}, so the task is unknown. '
+            'Inherit '
             "an mmdet or mmseg base config (they set default_scope='mmdet' or "
             "'mmseg'), or set default_scope yourself.")
     return TASKS[scope]
@@ -95,10 +108,15 @@ def setup_distributed(cfg, launcher):
         dist.init_process_group(backend='gloo')
     cfg.model = _sync_bn_to_bn(cfg.model)
     cfg.model_wrapper_cfg = dict(
-        type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+        type='MMDistributedDataParallel',
+        device_ids=None,
+        broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
-    print_log(f'No CUDA: distributed on gloo over {dist.get_world_size()} processes, '
-              'SyncBN layers built as BN.', logger='current')
+    print_log(
+        'No CUDA: distributed on gloo over '
+        f'{dist.get_world_size()} processes, '
+        'SyncBN layers built as BN.',
+        logger='current')
     return cfg
 
 
@@ -125,7 +143,8 @@ def _sync_bn_to_bn(node):
 
 
 def latest_checkpoint(work_dir):
-    """The newest complete ``epoch_*.pth``/``iter_*.pth`` in ``work_dir``, or None.
+    """The newest complete ``epoch_*.pth``/``iter_*.pth`` in ``work_dir``, or
+    None.
 
     mmengine's auto-resume reads only the ``last_checkpoint`` pointer, which it
     writes after the checkpoint: a run killed in between would restart from

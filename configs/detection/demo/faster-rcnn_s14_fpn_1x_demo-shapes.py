@@ -13,9 +13,12 @@ model = dict(
         init_cfg=None),  # ...from scratch
     roi_head=dict(bbox_head=dict(num_classes=len(classes))),
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),  # speed: few objects per image
-        rcnn=dict(sampler=dict(num=16))),  # speed: RoI sampling (the 4-conv box head dominates)
-    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))  # speed: few objects
+        rpn_proposal=dict(nms_pre=1000,
+                          max_per_img=300),  # speed: few objects per image
+        rcnn=dict(sampler=dict(
+            num=16))),  # speed: RoI sampling (the 4-conv box head dominates)
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=100)))  # speed: few objects
 
 # Images are 160x160: train at random scales around 128, test at 128.
 train_pipeline = [
@@ -29,19 +32,25 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
 ]
 train_dataloader = dict(
     batch_size=4,
     num_workers=2,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
-                 pipeline=train_pipeline))
+    dataset=dict(
+        data_root=data_root,
+        metainfo=dict(classes=classes),
+        pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     num_workers=2,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
-                 pipeline=test_pipeline))
+    dataset=dict(
+        data_root=data_root,
+        metainfo=dict(classes=classes),
+        pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
@@ -51,9 +60,17 @@ max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=3)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=60),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[5], gamma=0.1)
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[5],
+        gamma=0.1)
 ]
-optim_wrapper = dict(optimizer=dict(lr=0.02))  # from scratch, with BN everywhere
+optim_wrapper = dict(
+    optimizer=dict(lr=0.02))  # from scratch, with BN everywhere
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=2))
-auto_scale_lr = dict(base_batch_size=4)  # lr 0.02 is for batch 4: --auto-scale-lr scales from it
+auto_scale_lr = dict(
+    base_batch_size=4
+)  # lr 0.02 is for batch 4: --auto-scale-lr scales from it

@@ -1,8 +1,8 @@
-# The Cityscapes demo: the real DeepLabV3 S-50 recipe, shrunk to learn the generated
-# Cityscapes-layout streets (python tools/make_demo_data.py cityscapes data/cityscapes,
-# then python tools/convert_cityscapes.py data/cityscapes; 256x128 images) in minutes
-# on a CPU. Everything not overridden here is the real recipe, data_root included
-# (data/cityscapes/).
+# The Cityscapes demo: the real DeepLabV3 S-50 recipe, shrunk to learn the
+# generated Cityscapes-layout streets (python tools/make_demo_data.py
+# cityscapes data/cityscapes, then python tools/convert_cityscapes.py
+# data/cityscapes; 256x128 images) in minutes on a CPU. Everything not
+# overridden here is the real recipe, data_root included (data/cityscapes/).
 _base_ = '../resnest_s50-d8_deeplabv3_4xb2-80k_cityscapes-512x1024.py'
 
 crop_size = (64, 128)  # the images are 128x256 (Cityscapes' 1024x2048)
@@ -17,7 +17,11 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(256, 128), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(
+        type='RandomResize',
+        scale=(256, 128),
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -33,10 +37,17 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=2, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# A short schedule: 200 iterations of 2 images (the base's batch per GPU), poly decay.
+# A short schedule: 200 iterations of 2 images (the base's batch per GPU), poly
+# decay.
 max_iters = 200
 train_cfg = dict(max_iters=max_iters, val_interval=100)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)
+    dict(
+        type='PolyLR',
+        eta_min=1e-4,
+        power=0.9,
+        begin=0,
+        end=max_iters,
+        by_epoch=False)
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=100))

@@ -1,4 +1,5 @@
-"""Deterministic generators of small demo datasets in the exact public layouts."""
+"""Deterministic generators of small demo datasets in the exact public
+layouts."""
 from .ade20k_scenes import make_ade20k_scenes
 from .cityscapes_scenes import make_cityscapes_scenes
 from .coco_shapes import make_coco_shapes

@@ -1,0 +1,152 @@
+"""Backbones timed in each memory layout, and the training-step peak memory of
+each."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from mmengine.analysis import FlopAnalyzer
+
+from .measure import autocast, interleaved_times, peak_memory
+from .models import CP_SUFFIX, build_models, check_same_function
+from .report import best
+
+LAYOUTS = {
+    'nchw': torch.contiguous_format,
+    'channels_last': torch.channels_last
+}
+
+
+def cpu_peak_memory_in_child(name, args, layout):
+    """Peak MiB of ``name``'s training step, measured by this script in a fresh
+    process.
+
+    The child runs with glibc told to map every block over 64 KiB on its own
+    and unmap it when freed, so its resident set follows the live tensors.
+    That setting makes each allocation fault in fresh pages, which would
+    slow the timings down, hence a separate process.
+    """
+    # sys.argv[0]: the benchmark script that is running, re-run as the child
+    cmd = [
+        sys.executable, sys.argv[0], '--depth',
+        str(args.depth), '--batch',
+        str(args.batch), '--size',
+        str(args.size), '--device', 'cpu', '--layouts', layout,
+        '--peak-memory-of', name
+    ] + (['--amp'] if args.amp else []) + (['--with-cp']
+                                           if args.with_cp else [])
+    env = dict(
+        os.environ,
+        MALLOC_MMAP_THRESHOLD_='65536',
+        MALLOC_TRIM_THRESHOLD_='65536')
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(
+            f'memory measurement of {name} failed:\n{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])['train_peak_mib']
+
+
+def inputs_and_steps(model, args, device, layout):
+    """The model in ``layout`` and its inference (batch, batch 1) and training
+    steps."""
+    fmt = LAYOUTS[layout]
+    model = model.to(device, memory_format=fmt)
+    x = torch.randn(
+        args.batch, 3, args.size, args.size,
+        device=device).contiguous(memory_format=fmt)
+    x1 = x[:1].contiguous(memory_format=fmt)
+
+    def infer(inp):
+        with torch.no_grad(), autocast(device, args.amp):
+            model(inp)
+
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        with autocast(device, args.amp):
+            loss = sum(o.float().mean() for o in model(x))
+        loss.backward()
+
+    return (lambda: infer(x)), (lambda: infer(x1)), train_step
+
+
+def measure_layout(models, args, device, layout):
+    """``{name: results}`` for every model in one memory layout, timed in
+    turns."""
+    steps = {
+        name: inputs_and_steps(m, args, device, layout)
+        for name, m in models.items()
+    }
+    times = {}
+    for metric, index, train in (('infer', 0, False), ('latency', 1, False),
+                                 ('train', 2, True)):
+        for model in models.values():
+            model.train(train)
+        times[metric] = interleaved_times(
+            {n: s[index]
+             for n, s in steps.items()}, device, args.warmup, args.repeat)
+    results = {}
+    for name, model in models.items():
+        model.zero_grad(set_to_none=True)
+        if device.type == 'cuda':
+            peak_mib = peak_memory(steps[name][2], device) / 2**20
+            model.zero_grad(set_to_none=True)
+        else:
+            peak_mib = cpu_peak_memory_in_child(name, args, layout)
+        results[name] = dict(
+            infer_img_s=args.batch / times['infer'][name],
+            train_img_s=args.batch / times['train'][name],
+            latency_ms=times['latency'][name] * 1e3,
+            train_peak_mib=peak_mib)
+        print(
+            f'  {name:24s} {layout:13s} ' +
+            ', '.join(f'{k} {v:.2f}'
+                      for k, v in results[name].items() if v is not None),
+            flush=True)
+    return results
+
+
+def child_peak_memory(args):
+    """``--peak-memory-of``: print one model's training-step peak as JSON."""
+    model = build_models(args.depth, args.with_cp)[args.peak_memory_of]
+    _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'),
+                                        args.layouts[0])
+    model.train()
+    # once first: one-off allocations (oneDNN's caches) are not the step's
+    train_step()
+    model.zero_grad(set_to_none=True)
+    peak = peak_memory(train_step, torch.device('cpu'))
+    print(
+        json.dumps({'train_peak_mib': None if peak is None else peak / 2**20}))
+
+
+def benchmark_backbones(args, device):
+    models = build_models(args.depth, args.with_cp)
+    x = torch.randn(2, 3, 64, 64)
+    same = check_same_function(models, x)
+    # a traced checkpoint fails
+    plain = [name for name in models if not name.endswith(CP_SUFFIX)]
+    # still in eval mode
+    gmacs = {
+        name: FlopAnalyzer(models[name], (torch.randn(
+            1, 3, args.size, args.size), )).unsupported_ops_warnings(
+                False).uncalled_modules_warnings(False).total() / 1e9
+        for name in plain
+    }
+    gmacs.update({
+        name: gmacs[name[:-len(CP_SUFFIX)]]
+        for name in models if name not in plain
+    })
+    per_layout = {
+        layout: measure_layout(models, args, device, layout)
+        for layout in args.layouts
+    }
+    report = {}
+    for name in models:
+        layouts = {layout: per_layout[layout][name] for layout in args.layouts}
+        summary = {'gmacs': gmacs[name], 'layouts': layouts}
+        for key, higher in (('infer_img_s', True), ('train_img_s', True),
+                            ('latency_ms', False), ('train_peak_mib', False)):
+            summary[key], summary[key + '_layout'] = best(layouts, key, higher)
+        report[name] = summary
+    return report, same

@@ -1,0 +1,99 @@
+"""How the benchmark measures: timing in turns, peak memory, the machine's
+matmul peak."""
+import gc
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def interleaved_times(fns, device, warmup, repeat):
+    """Median seconds of each of ``{name: fn}``, timed in turns.
+
+    Each round runs every function once, so a slow spell of a shared machine
+    slows all of them alike instead of whichever ran then.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_memory(fn, device):
+    """Peak bytes that ``fn`` adds to what is allocated before it, or None
+    where unknown.
+
+    CUDA: ``max_memory_allocated``. CPU: the rise of the resident set, which
+    tracks the live tensors only when glibc returns freed blocks at once
+    (see :func:`cpu_peak_memory_in_child`).
+    """
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    clear_refs = Path('/proc/self/clear_refs')
+    if not clear_refs.exists():
+        return None
+    base = _proc_status('VmRSS')
+    clear_refs.write_text('5')  # resets the resident-set peak (VmHWM) to now
+    fn()
+    return _proc_status('VmHWM') - base
+
+
+def _proc_status(key):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+
+def autocast(device, amp):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(
+        device.type,
+        dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
+
+
+def matmul_peak_gflops(device, amp, args):
+    """GFLOP/s of a large square matrix product: the machine's practical
+    peak."""
+    n = 8192 if device.type == 'cuda' else 4096
+    dtype = (torch.float16 if device.type == 'cuda' else
+             torch.bfloat16) if amp else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup,
+                                args.repeat)['mm']
+    return 2 * n**3 / seconds / 1e9
+
+
+def machine(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    name = platform.processor()
+    if Path('/proc/cpuinfo').exists():
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                name = line.split(':', 1)[1].strip()
+                break
+    return f'{name}, {torch.get_num_threads()} threads'

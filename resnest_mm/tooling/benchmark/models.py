@@ -1,0 +1,67 @@
+"""What the benchmark compares: ours, upstream mmdet's, the authors' and ResNet, same weights."""
+import torch
+
+from resnest_mm import ResNeSt, convert_checkpoint
+from ..references import authors_layer4
+
+AUTHORS_DEPTHS = (50, 101, 200, 269)
+CP_SUFFIX = ' (with_cp)'
+UPSTREAM_DEPTHS = (50, 101, 152, 200)  # mmdet's ResNeSt has no 14, 26 or 269
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+
+class AuthorsBackbone(torch.nn.Module):
+    """The authors' network up to ``layer4``: their forward ends in the classifier."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return authors_layer4(self.net, x)
+
+
+def build_models(depth, with_cp=False):
+    """``{name: backbone}``; every ResNeSt holds the same weights.
+
+    ``with_cp`` adds ours and upstream with gradient checkpointing per block.
+    """
+    from mmdet.models.backbones import ResNet
+    from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
+
+    stem = 64 if depth <= 50 else 128  # the authors' widths
+    ours = ResNeSt(depth=depth, stem_channels=stem)
+    models = {'ours': ours, 'upstream mmdet': UpstreamResNeSt(depth=depth, stem_channels=stem)}
+    if with_cp:
+        models['ours' + CP_SUFFIX] = ResNeSt(depth=depth, stem_channels=stem, with_cp=True)
+        models['upstream mmdet' + CP_SUFFIX] = UpstreamResNeSt(depth=depth, stem_channels=stem,
+                                                             with_cp=True)
+    if depth in AUTHORS_DEPTHS:
+        from resnest.torch import resnest
+        authors = getattr(resnest, f'resnest{depth}')(pretrained=False)
+        ours.load_state_dict(convert_checkpoint(authors.state_dict()).state_dict)
+        models['authors'] = AuthorsBackbone(authors)
+    else:
+        ours.init_weights()
+    for name, model in models.items():
+        if name not in ('ours', 'authors'):
+            model.load_state_dict(ours.state_dict())
+    resnet_depth = depth if depth in RESNET_DEPTHS else 50
+    models[f'ResNet-{resnet_depth} (mmdet)'] = ResNet(depth=resnet_depth)
+    return models
+
+
+def last_output(out):
+    return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+def check_same_function(models, x):
+    """Largest relative difference of each ResNeSt's last stage from ours (eval, fp32)."""
+    outputs = {}
+    for name, model in models.items():
+        if 'ResNet' not in name:
+            model.eval()  # upstream's eval() returns None, so not chained
+            with torch.no_grad():
+                outputs[name] = last_output(model(x))
+    ref = outputs.pop('ours')
+    return {name: ((out - ref).norm() / ref.norm()).item() for name, out in outputs.items()}
