@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import checkpoint_saved, kill_when, run
 from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_coco_shapes
+from helpers import checkpoint_saved, kill_when, run
 
 DET_CONFIG = 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
 SEG_CONFIG = ('configs/segmentation/demo/'
@@ -63,10 +63,8 @@ def detection(tmp):
 
 def segmentation(tmp):
     """mmseg, our ADE20K demo, 4 generated images: 6 steps, saved every 2."""
-    make_ade20k_scenes(tmp / 'ade',
-                       num_train=4,
-                       num_val=2,
-                       image_size=(64, 64))
+    make_ade20k_scenes(
+        tmp / 'ade', num_train=4, num_val=2, image_size=(64, 64))
     return 'mmseg', SEG_CONFIG, 6, data_options(
         tmp / 'ade' / 'ADEChallengeData2016', [
             'train_cfg.max_iters=6', 'train_cfg.val_interval=6',
@@ -81,9 +79,8 @@ def train_steps(run_dir):
     return [r['step'] for r in records if 'loss' in r]
 
 
-@pytest.fixture(scope='module',
-                params=[detection, segmentation],
-                ids=['mmdet', 'mmseg'])
+@pytest.fixture(
+    scope='module', params=[detection, segmentation], ids=['mmdet', 'mmseg'])
 def resumed(request, tmp_path_factory):
     """A run of the package's train.py, killed and resumed to the end.
 
@@ -101,13 +98,14 @@ def resumed(request, tmp_path_factory):
               lambda: checkpoint_saved(work), tmp / 'killed.log')
     saved = checkpoint_saved(work)  # what --resume finds, read after the kill
     log = run(train + ['--resume', '--cfg-options', *options])
-    return SimpleNamespace(package=package,
-                           config=config,
-                           options=options,
-                           work=work,
-                           steps=steps,
-                           saved=saved,
-                           log=log)
+    return SimpleNamespace(
+        package=package,
+        config=config,
+        options=options,
+        work=work,
+        steps=steps,
+        saved=saved,
+        log=log)
 
 
 def test_killed_run_resumes_where_it_stopped(resumed):
@@ -137,8 +135,8 @@ def test_the_backbone_is_ours(resumed):
     module = f'{resumed.package}.models.backbones.resnest'
     with pytest.raises(KeyError, match='invalid depth 14'):
         importlib.import_module(module).ResNeSt(depth=14)
-    state = torch.load(checkpoint_saved(resumed.work),
-                       weights_only=True)['state_dict']
+    state = torch.load(
+        checkpoint_saved(resumed.work), weights_only=True)['state_dict']
     blocks = {
         '.'.join(key.split('.')[1:3])
         for key in state if key.startswith('backbone.layer')
