@@ -6,6 +6,8 @@ Imported by the tests as ``from helpers import ...`` (pytest puts ``tests/`` on
 import math
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -14,25 +16,31 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def rel_err(actual, expected):
-    """Relative error ``||actual - expected|| / ||expected||`` (L2 norm over all elements)."""
-    return ((actual - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+    """Relative error ``||actual - expected|| / ||expected||``.
+
+    L2 norm over all elements.
+    """
+    return ((actual - expected).norm() /
+            expected.norm().clamp_min(1e-30)).item()
 
 
 def images(shape, generator=None):
-    """A random batch whose samples differ in brightness, contrast and colour, as photos do.
+    """A random batch whose samples differ in brightness, contrast and
+    colour, as photos do.
 
     Plain ``randn`` samples all pool to nearly the same vector, so the
     attention norms would only see rounding noise: a chaotic regime that no
     trained network runs in, where fp32 rounding alone changes the output.
     """
     b, c = shape[:2]
-    return (torch.randn(shape, generator=generator)
-            * (torch.rand(b, 1, 1, 1, generator=generator) + 0.5)
-            + torch.randn(b, c, 1, 1, generator=generator))
+    return (torch.randn(shape, generator=generator) *
+            (torch.rand(b, 1, 1, 1, generator=generator) + 0.5) +
+            torch.randn(b, c, 1, 1, generator=generator))
 
 
 def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
-    """Give every parameter and BN statistic a random value, as a trained network has.
+    """Give every parameter and BN statistic a random value, as a trained
+    network has.
 
     Zero-initialised norms or default running stats would hide differences,
     so nothing is left at its initial value. Like trained ResNets, each
@@ -47,7 +55,8 @@ def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
     def rand(t, scale=1.0, shift=0.0):
         return torch.randn(t.shape, generator=gen) * scale + shift
 
-    n_blocks = sum(1 for name, _ in model.named_modules() if name.endswith('bn3'))
+    n_blocks = sum(1 for name, _ in model.named_modules()
+                   if name.endswith('bn3'))
     residual_scale = 0.1 * min(1.0, (16 / max(n_blocks, 1))**0.5)
     with torch.no_grad():
         for name, m in model.named_modules():
@@ -62,7 +71,8 @@ def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
                     m.weight.mul_(residual_scale)
                 m.bias.copy_(rand(m.bias, 0.1))
                 m.running_mean.copy_(rand(m.running_mean, 0.1))
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                m.running_var.copy_(
+                    torch.rand(m.running_var.shape, generator=gen) + 0.5)
             elif isinstance(m, nn.Linear):
                 m.weight.copy_(rand(m.weight, 0.01))
                 m.bias.zero_()
@@ -76,10 +86,12 @@ def _calibrate_bn_(model, x):
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     momenta = [m.momentum for m in norms]
     was_training = model.training
-    for m in norms:  # directly: upstream's train() keeps BN in eval with norm_eval
+    # directly: upstream's train() keeps BN in eval with norm_eval
+    for m in norms:
         m.train()
         m.reset_running_stats()
-        m.momentum = None  # cumulative average: after one batch, exactly its statistics
+        # cumulative average: after one batch, exactly its statistics
+        m.momentum = None
     with torch.no_grad():
         model(x)
     for m, momentum in zip(norms, momenta):
@@ -97,9 +109,17 @@ def tool(name):
 
 
 def run_unchecked(args, timeout=600, env=None):
-    """Run ``args`` in the repository root as a user would; return the finished process."""
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    """Run ``args`` in the repository root as a user would.
+
+    Returns the finished process.
+    """
+    return subprocess.run(
+        args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env)
 
 
 def run(args, timeout=600, env=None):
@@ -107,3 +127,39 @@ def run(args, timeout=600, env=None):
     proc = run_unchecked(args, timeout, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
+
+
+def kill_when(args, ready, log_path, timeout=600):
+    """Run ``args`` in the repository root; SIGKILL it once ``ready()`` holds.
+
+    Its output goes to ``log_path``. Fails if the process ends before, or
+    if ``ready()`` does not hold within ``timeout`` seconds.
+    """
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while (not ready() and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            alive = proc.poll() is None
+        finally:
+            proc.kill()
+            proc.wait()
+    assert alive and ready(), (
+        f'{args[1]} ended or was not ready in {timeout} s, before it was '
+        'killed:\n' + Path(log_path).read_text()[-3000:])
+
+
+def checkpoint_saved(work_dir):
+    """The checkpoint mmengine's ``last_checkpoint`` names, once complete.
+
+    None before that: mmengine writes the pointer after the checkpoint, and
+    a checkpoint still being written is not yet a complete zip archive.
+    """
+    try:
+        path = (Path(work_dir) / 'last_checkpoint').read_text().strip()
+    except FileNotFoundError:
+        return None
+    return path if path and zipfile.is_zipfile(path) else None

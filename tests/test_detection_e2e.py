@@ -6,20 +6,17 @@ compared with it.
 """
 import os
 import pickle
-import signal
 import socket
-import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, run, run_unchecked, tool
 from resnest_mm.tooling.demo_data import make_coco_shapes
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
+from helpers import ROOT, kill_when, run, run_unchecked, tool
 
 DEMO = ROOT / 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
 ITERS_PER_EPOCH = 4  # 8 training images, batch 2
@@ -28,15 +25,18 @@ TINY = '''
 _base_ = '{base}'
 data_root = '{data_root}/'
 {extra}
-train_dataloader = dict(batch_size={batch}, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, {train_dataset}))
+train_dataloader = dict(
+    batch_size={batch}, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, {train_dataset}))
 val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                       dataset=dict(data_root=data_root, {val_dataset}))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', {evaluator})
+val_evaluator = dict(
+    ann_file=data_root + 'annotations/instances_val2017.json', {evaluator})
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
 randomness = dict(seed=0)
 '''
@@ -49,39 +49,52 @@ def data_root(tmp_path_factory):
     return root
 
 
-def tiny_config(tmp_path, data_root, base=DEMO, batch=2, epochs=3, extra='',
-                train_dataset='', val_dataset='', evaluator=''):
+def tiny_config(tmp_path,
+                data_root,
+                base=DEMO,
+                batch=2,
+                epochs=3,
+                extra='',
+                train_dataset='',
+                val_dataset='',
+                evaluator=''):
     """A config that trains ``base`` on the tiny data for a few iterations."""
     path = tmp_path / f'tiny_{Path(base).stem}.py'
-    path.write_text(TINY.format(base=base, data_root=data_root, batch=batch, epochs=epochs,
-                                extra=extra, train_dataset=train_dataset,
-                                val_dataset=val_dataset, evaluator=evaluator))
+    path.write_text(
+        TINY.format(
+            base=base,
+            data_root=data_root,
+            batch=batch,
+            epochs=epochs,
+            extra=extra,
+            train_dataset=train_dataset,
+            val_dataset=val_dataset,
+            evaluator=evaluator))
     return str(path)
-
-
 
 
 def last_epoch_loss(work_dir):
     train, _ = read_scalars(work_dir)
-    return sum(r['loss'] for r in train[-ITERS_PER_EPOCH:]) / ITERS_PER_EPOCH, train
+    return sum(r['loss']
+               for r in train[-ITERS_PER_EPOCH:]) / ITERS_PER_EPOCH, train
 
 
 @pytest.fixture(scope='module')
 def resumed_run(tmp_path_factory, data_root):
-    """Train 3 epochs, killed after the first checkpoint and resumed: (config, work dir, logs)."""
+    """Train 3 epochs, killed after the first checkpoint and resumed.
+
+    Returns (config, work dir, logs).
+    """
     tmp = tmp_path_factory.mktemp('train')
     cfg, work = tiny_config(tmp, data_root), tmp / 'work'
-    with open(tmp / 'first.log', 'w') as log:
-        proc = subprocess.Popen(tool('train.py') + [cfg, '--work-dir', str(work)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 600
-        while not zipfile.is_zipfile(work / 'epoch_1.pth') and proc.poll() is None:
-            assert time.time() < deadline, 'no checkpoint after 10 minutes'
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (work / 'epoch_3.pth').exists(), 'the run finished before it was killed'
-    resumed = run(tool('train.py') + [cfg, '--work-dir', str(work), '--resume'])
+    kill_when(
+        tool('train.py') + [cfg, '--work-dir', str(work)],
+        lambda: zipfile.is_zipfile(work / 'epoch_1.pth'), tmp / 'first.log')
+    assert not (
+        work / 'epoch_3.pth').exists(), 'the run finished before it was killed'
+    resumed = run(
+        tool('train.py') +
+        [cfg, '--work-dir', str(work), '--resume'])
     return cfg, work, resumed
 
 
@@ -90,7 +103,8 @@ def test_resume_skips_a_checkpoint_truncated_by_a_kill(tmp_path):
     torch.save({'meta': {'epoch': 1}}, tmp_path / 'epoch_1.pth')
     torch.save({'meta': {'epoch': 2}}, tmp_path / 'epoch_2.pth')
     data = (tmp_path / 'epoch_2.pth').read_bytes()
-    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) // 2])  # killed while saving
+    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) //
+                                                2])  # killed while saving
     assert latest_checkpoint(tmp_path) == str(tmp_path / 'epoch_2.pth')
     assert latest_checkpoint(tmp_path / 'missing') is None
 
@@ -100,17 +114,26 @@ def test_killed_run_resumes_and_continues_counting(resumed_run):
     assert 'resumed epoch: ' in log
     train, _ = read_scalars(work)
     steps = [r['step'] for r in train]
-    assert steps == list(range(1, 3 * ITERS_PER_EPOCH + 1)), steps  # no gap, no restart
+    assert steps == list(range(1, 3 * ITERS_PER_EPOCH +
+                               1)), steps  # no gap, no restart
     assert (work / 'epoch_3.pth').exists()
     import torch
-    ckpt = torch.load(work / 'epoch_3.pth', weights_only=True)  # the safe loader admits it
-    assert ckpt['meta']['iter'] == 3 * ITERS_PER_EPOCH and ckpt['meta']['epoch'] == 3
+    ckpt = torch.load(
+        work / 'epoch_3.pth', weights_only=True)  # the safe loader admits it
+    assert ckpt['meta']['iter'] == 3 * ITERS_PER_EPOCH and ckpt['meta'][
+        'epoch'] == 3
 
 
-def test_test_tool_gives_coco_metrics_predictions_and_pictures(resumed_run, tmp_path):
+def test_test_tool_gives_coco_metrics_predictions_and_pictures(
+        resumed_run, tmp_path):
     cfg, work, _ = resumed_run
-    out = run(tool('test.py') + [cfg, str(work / 'epoch_3.pth'), '--work-dir', str(tmp_path),
-                                 '--out', str(tmp_path / 'preds.pkl'), '--show-dir', 'vis'])
+    out = run(
+        tool('test.py') + [
+            cfg,
+            str(work / 'epoch_3.pth'), '--work-dir',
+            str(tmp_path), '--out',
+            str(tmp_path / 'preds.pkl'), '--show-dir', 'vis'
+        ])
     assert 'coco/bbox_mAP:' in out and 'coco/bbox_mAP_50:' in out
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         preds = pickle.load(f)
@@ -126,25 +149,42 @@ def test_plot_curves(resumed_run):
 
 
 def test_mask_rcnn_end_to_end(tmp_path, data_root):
-    """The real Mask R-CNN recipe, shrunk like the demo: trains and reports mask AP."""
-    base = ROOT / 'configs/detection/mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py'
+    """The real Mask R-CNN recipe, shrunk like the demo: trains and reports
+    mask AP."""
+    base = (
+        ROOT / 'configs/detection/'
+        'mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py')
     extra = '''
 classes = ('circle', 'square', 'triangle')
-model = dict(backbone=dict(depth=14, frozen_stages=-1, init_cfg=None),
-             roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
-             train_cfg=dict(rpn_proposal=dict(max_per_img=100), rcnn=dict(sampler=dict(num=32))))
+model = dict(
+    backbone=dict(depth=14, frozen_stages=-1, init_cfg=None),
+    roi_head=dict(
+        bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    train_cfg=dict(
+        rpn_proposal=dict(max_per_img=100), rcnn=dict(sampler=dict(num=32))))
 resize = dict(type='Resize', scale=(64, 64), keep_ratio=True)
 '''
-    load = "dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True)"
+    load = ("dict(type='LoadImageFromFile'), "
+            "dict(type='LoadAnnotations', with_bbox=True, with_mask=True)")
+    dataset = (f'metainfo=dict(classes=classes), '
+               f"pipeline=[{load}, resize, dict(type='PackDetInputs')]")
     cfg = tiny_config(
-        tmp_path, data_root, base=base, epochs=1, extra=extra,
-        train_dataset=f"metainfo=dict(classes=classes), pipeline=[{load}, resize, dict(type='PackDetInputs')]",
-        val_dataset=f"metainfo=dict(classes=classes), pipeline=[{load}, resize, dict(type='PackDetInputs')]",
+        tmp_path,
+        data_root,
+        base=base,
+        epochs=1,
+        extra=extra,
+        train_dataset=dataset,
+        val_dataset=dataset,
         evaluator="metric=['bbox', 'segm']")
     out = run(tool('train.py') + [cfg, '--work-dir', str(tmp_path / 'work')])
     assert 'coco/segm_mAP:' in out
-    out = run(tool('test.py') + [cfg, str(tmp_path / 'work/epoch_1.pth'),
-                                 '--work-dir', str(tmp_path / 'work')])
+    out = run(
+        tool('test.py') + [
+            cfg,
+            str(tmp_path / 'work/epoch_1.pth'), '--work-dir',
+            str(tmp_path / 'work')
+        ])
     assert 'coco/segm_mAP:' in out and 'coco/bbox_mAP:' in out
 
 
@@ -155,15 +195,21 @@ def _free_port():
 
 
 def test_two_process_torchrun_on_cpu(tmp_path, data_root, resumed_run):
-    """2 processes x batch 1 on gloo, against the 1 process x batch 2 run: same total batch."""
+    """2 processes x batch 1 on gloo, against the 1 process x batch 2 run:
+    same total batch."""
     cfg = tiny_config(tmp_path, data_root, batch=1)
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()))
-    out = run(['bash', str(ROOT / 'tools/dist_train.sh'), cfg, '2', '--work-dir', str(work)],
+    out = run([
+        'bash',
+        str(ROOT / 'tools/dist_train.sh'), cfg, '2', '--work-dir',
+        str(work)
+    ],
               env=env)
     assert 'distributed on gloo over 2 processes' in out
     assert sorted(p.name for p in work.glob('*.pth')) == [
-        'epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth']  # written once, by rank 0
+        'epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth'
+    ]  # written once, by rank 0
     dist_loss, dist_train = last_epoch_loss(work)
     single_loss, single_train = last_epoch_loss(resumed_run[1])
     assert len(dist_train) == len(single_train) == 3 * ITERS_PER_EPOCH
@@ -176,31 +222,41 @@ def test_two_process_torchrun_on_cpu(tmp_path, data_root, resumed_run):
 def test_one_image_inference_demo(resumed_run, data_root, tmp_path):
     cfg, work, _ = resumed_run
     image = data_root / 'val2017' / '000000000001.jpg'
-    out = run(tool('infer_demo.py') + [str(image), cfg, str(work / 'epoch_3.pth'),
-                                       '--out', str(tmp_path / 'result.jpg'), '--score-thr', '0'])
+    out = run(
+        tool('infer_demo.py') + [
+            str(image), cfg,
+            str(work / 'epoch_3.pth'), '--out',
+            str(tmp_path / 'result.jpg'), '--score-thr', '0'
+        ])
     assert 'objects above score 0.0' in out
     from PIL import Image
     assert Image.open(tmp_path / 'result.jpg').size == (64, 64)
 
 
 @pytest.mark.parametrize('mutate,message', [
-    (lambda root: (root / 'annotations/instances_val2017.json').unlink(), 'annotation file not found'),
-    (lambda root: (root / 'annotations/instances_train2017.json').write_text('{"images": [}'),
-     'is not valid JSON'),
-    (lambda root: (root / 'annotations/instances_train2017.json').write_text('{"images": []}'),
-     'is not a COCO annotation file'),
-    (lambda root: (root / 'train2017/000000000001.jpg').unlink(), 'are not in'),
+    (lambda root: (root / 'annotations/instances_val2017.json').unlink(),
+     'annotation file not found'),
+    (lambda root: (root / 'annotations/instances_train2017.json').write_text(
+        '{"images": [}'), 'is not valid JSON'),
+    (lambda root: (root / 'annotations/instances_train2017.json').write_text(
+        '{"images": []}'), 'is not a COCO annotation file'),
+    (lambda root:
+     (root / 'train2017/000000000001.jpg').unlink(), 'are not in'),
 ])
-def test_bad_dataset_fails_before_any_model_is_built(tmp_path, mutate, message):
+def test_bad_dataset_fails_before_any_model_is_built(tmp_path, mutate,
+                                                     message):
     root = tmp_path / 'coco'
     make_coco_shapes(root, num_train=2, num_val=1, image_size=(64, 64))
     mutate(root)
-    proc = run_unchecked(tool('train.py') + [tiny_config(tmp_path, root)], timeout=300)
+    proc = run_unchecked(
+        tool('train.py') + [tiny_config(tmp_path, root)], timeout=300)
     assert proc.returncode != 0
     assert 'DatasetError' in proc.stderr and message in proc.stderr
     assert 'Epoch(train)' not in proc.stdout + proc.stderr
 
 
 def test_missing_config_is_named():
-    proc = run_unchecked(tool('train.py') + ['configs/detection/nope.py'], timeout=300)
-    assert proc.returncode != 0 and "config file not found: 'configs/detection/nope.py'" in proc.stderr
+    proc = run_unchecked(
+        tool('train.py') + ['configs/detection/nope.py'], timeout=300)
+    missing = "config file not found: 'configs/detection/nope.py'"
+    assert proc.returncode != 0 and missing in proc.stderr

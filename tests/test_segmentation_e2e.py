@@ -1,4 +1,5 @@
-"""tools/train.py and tools/test.py end to end on tiny generated ADE20K and Cityscapes.
+"""tools/train.py and tools/test.py end to end on tiny generated ADE20K and
+Cityscapes.
 
 Each tool runs as a user runs it, in its own process, on the demo configs
 (depth 14): two iterations with a checkpoint, resumed for two more, then
@@ -9,29 +10,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, run, run_unchecked, tool
-from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_cityscapes_scenes
+from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
+                                          make_cityscapes_scenes)
 from resnest_mm.tooling.run_logs import read_scalars
+from helpers import ROOT, run, run_unchecked, tool
 
 TINY = '''
 _base_ = '{base}'
 data_root = '{data_root}'
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=4, val_interval=4)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 randomness = dict(seed=0)
 '''
-#: dataset -> its generator, the data root under the generated folder, the image size
-#: (width, height), the test image size after the demo's Resize, and a sliding window
+#: dataset -> its generator, the data root under the generated folder, the
+#: image size (width, height), the test image size after the demo's Resize,
+#: and a sliding window
 DATASETS = {
-    'ade20k': (make_ade20k_scenes, 'ADEChallengeData2016', (64, 64), (128, 128), (96, 96)),
-    'cityscapes': (make_cityscapes_scenes, '', (128, 64), (256, 128), (96, 160)),
+    'ade20k': (make_ade20k_scenes, 'ADEChallengeData2016', (64, 64),
+               (128, 128), (96, 96)),
+    'cityscapes':
+    (make_cityscapes_scenes, '', (128, 64), (256, 128), (96, 160)),
 }
-
-
 
 
 @pytest.fixture(scope='module', params=sorted(DATASETS))
@@ -50,10 +55,16 @@ def trained(request, tmp_path_factory):
     cfg = tmp / f'tiny_{dataset}.py'
     cfg.write_text(TINY.format(base=base, data_root=tmp / 'data' / subfolder))
     work = tmp / 'work'
-    run(tool('train.py') + [str(cfg), '--work-dir', str(work),
-                            '--cfg-options', 'train_cfg.max_iters=2'])
-    assert (work / 'iter_2.pth').exists() and not (work / 'iter_4.pth').exists()
-    log = run(tool('train.py') + [str(cfg), '--work-dir', str(work), '--resume'])
+    run(
+        tool('train.py') + [
+            str(cfg), '--work-dir',
+            str(work), '--cfg-options', 'train_cfg.max_iters=2'
+        ])
+    assert (work /
+            'iter_2.pth').exists() and not (work / 'iter_4.pth').exists()
+    log = run(
+        tool('train.py') +
+        [str(cfg), '--work-dir', str(work), '--resume'])
     return dataset, str(cfg), work, log
 
 
@@ -62,7 +73,8 @@ def test_resumed_run_continues_counting_and_reports_miou(trained):
     assert 'resumed epoch: 0, iter: 2' in log
     train, val = read_scalars(work)
     assert [r['step'] for r in train] == [1, 2, 3, 4]  # no gap, no restart
-    assert [r['step'] for r in val] == [2, 4] and all(0 <= r['mIoU'] <= 100 for r in val)
+    assert [r['step'] for r in val] == [2, 4] and all(0 <= r['mIoU'] <= 100
+                                                      for r in val)
     assert 'mIoU:' in log
 
 
@@ -74,18 +86,28 @@ def test_test_tool_gives_miou_and_label_maps(trained, mode, tmp_path):
     if mode == 'slide':  # 2x2 overlapping windows smaller than the image
         assert window[0] < test_size[1] and window[1] < test_size[0]
         stride = tuple(w * 2 // 3 for w in window)
-        options += [f'model.test_cfg.crop_size={window}'.replace(' ', ''),
-                    f'model.test_cfg.stride={stride}'.replace(' ', '')]
-    out = run(tool('test.py') + [cfg, str(work / 'iter_4.pth'), '--work-dir', str(tmp_path),
-                                 '--out', str(tmp_path / 'preds'), '--cfg-options', *options])
+        options += [
+            f'model.test_cfg.crop_size={window}'.replace(' ', ''),
+            f'model.test_cfg.stride={stride}'.replace(' ', '')
+        ]
+    out = run(
+        tool('test.py') + [
+            cfg,
+            str(work / 'iter_4.pth'), '--work-dir',
+            str(tmp_path), '--out',
+            str(tmp_path / 'preds'), '--cfg-options', *options
+        ])
     assert 'mIoU:' in out and 'aAcc:' in out
     preds = sorted((tmp_path / 'preds').rglob('*.png'))
-    assert len(preds) == 2  # one label map per val image, at the image's own size
-    assert all(np.asarray(Image.open(p)).shape == image_size[::-1] for p in preds)
+    assert len(
+        preds) == 2  # one label map per val image, at the image's own size
+    assert all(
+        np.asarray(Image.open(p)).shape == image_size[::-1] for p in preds)
 
 
 def test_unconverted_cityscapes_fails_before_any_model_is_built(tmp_path):
-    make_cityscapes_scenes(tmp_path / 'data', num_train=2, num_val=1, image_size=(64, 32))
+    make_cityscapes_scenes(
+        tmp_path / 'data', num_train=2, num_val=1, image_size=(64, 32))
     base = next(ROOT.glob('configs/segmentation/demo/*_cityscapes-demo-*.py'))
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(TINY.format(base=base, data_root=tmp_path / 'data'))
