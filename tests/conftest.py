@@ -7,3 +7,9 @@ import torch
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'envs: builds scratch environments to install into '
+        '(test_environments.py; about a minute each); -m "not envs" skips')
