@@ -81,8 +81,8 @@ fi
 
 # 6. mmdet and mmseg (requirements/det.txt, seg.txt: mmseg imports ftfy and regex without
 #    declaring them), pytest (tests.txt), and the test references (references.txt):
-#    the authors' resnest package and mmpretrain, with --no-deps: resnest would pull
-#    torchvision, and the tests import only modules that need nothing more.
+#    the authors' resnest package and mmpretrain, with --no-deps: the tests import only
+#    their pure-torch models, which need none of their declared dependencies.
 if ! { locked mmdet mmsegmentation ftfy regex pytest resnest mmpretrain && have 'import mmdet, mmseg, ftfy, regex, resnest, pytest'; }; then
   step "installing mmdet $(pin mmdet), mmsegmentation $(pin mmsegmentation) and the test tools"
   pip_install "mmdet/mmseg" "$NET_FIX" -r requirements/det.txt -r requirements/seg.txt \
