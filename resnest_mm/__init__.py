@@ -3,8 +3,12 @@
 Importing this package registers our ``ResNeSt`` as ``type='ResNeSt'`` in
 mmdet's and mmseg's model registries (whichever are installed), and lets
 ``torch.load(weights_only=True)`` read mmengine's checkpoints (see
-:mod:`resnest_mm.safe_load`), which fixes resuming and testing under torch >= 2.6.
+:mod:`resnest_mm.safe_load`), which fixes resuming and testing under
+torch >= 2.6.
 """
+# First import: it checks mmcv and mmengine, so that a missing or unfit one
+# gets an error that says what to install, not a bare ImportError.
+from . import dependencies  # noqa: F401
 from .backbone import ResNeSt
 from .bottleneck import ResNeStBottleneck
 from .registration import MMDetResNeSt, MMSegResNeSt, register_all
@@ -17,9 +21,9 @@ from .releases import (RELEASES, build_release, resnest50,
 from .safe_load import (CorruptCheckpointError, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, load_checkpoint_safely)
 from .split_attention import SplitAttentionConv2d
+from .version import __version__, version_info
 from .weights import convert_checkpoint, load_pretrained, resolve_checkpoint
 
-__version__ = '0.1.0'
 __all__ = [
     'ResNeSt', 'ResNeStBottleneck', 'SplitAttentionConv2d', 'MMDetResNeSt',
     'MMSegResNeSt', 'register_all', 'load_checkpoint_safely',
@@ -29,7 +33,8 @@ __all__ = [
     'resnest101', 'resnest200', 'resnest269', 'resnest50_fast_1s1x64d',
     'resnest50_fast_2s1x64d', 'resnest50_fast_4s1x64d',
     'resnest50_fast_1s2x40d', 'resnest50_fast_2s2x40d',
-    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d'
+    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d',
+    '__version__', 'version_info'
 ]
 
 REGISTERED_SCOPES = register_all()

@@ -7,8 +7,10 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .dependencies import require_mmcv_ops
 from .dropblock import DropBlock2d
-from .recomputed_ops import norm_relu, recomputing_weighted_sum, weighted_split_sum
+from .recomputed_ops import (norm_relu, recomputing_weighted_sum,
+                             weighted_split_sum)
 
 
 class SplitAttentionConv2d(BaseModule):
@@ -86,6 +88,8 @@ class SplitAttentionConv2d(BaseModule):
             if not dcn.pop('fallback_on_stride', False):
                 if conv_cfg is not None:
                     raise ValueError('conv_cfg must be None when dcn is set')
+                # now, not at the first forward: mmcv-lite has no such op
+                require_mmcv_ops(f'dcn={dcn!r}')
                 conv_cfg = dcn
         self.conv = build_conv_layer(
             conv_cfg,

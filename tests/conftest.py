@@ -21,3 +21,9 @@ def offline_hub(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
     return tmp_path / 'hub' / 'checkpoints'
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'envs: builds scratch environments to install into '
+        '(test_environments.py; about a minute each); -m "not envs" skips')

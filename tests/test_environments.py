@@ -1,0 +1,223 @@
+"""The package installs into environments this project did not make.
+
+Three scratch environments, each built in a temporary folder in about a
+minute and never with another mmcv build:
+
+- ``det``: mmdet 3.2.0 and mmengine 0.10.5 (not the lock's), no mmseg;
+- ``seg``: mmsegmentation 1.2.1 and mmengine 0.10.5, no mmdet;
+- ``backbone``: torch, mmengine 0.10.5 and mmcv-lite 2.1.0 with what they
+  require, and nothing else (no mmcv, mmdet or mmseg).
+
+Each starts from a hard-linked copy (``cp -al``; ``cp -a`` across file
+systems) of the venv these tests run in, the quickstart's .venv, so
+``det`` and ``seg`` keep its compiled mmcv and none reinstalls torch; pip
+replaces files by unlinking, never by writing into them, so the original
+is untouched. ``backbone`` then drops every distribution that torch,
+mmengine and mmcv-lite do not require. In each,
+``pip install`` of a copy of the checkout (not editable) must change
+nothing already installed, and a config of ours must train one step, run
+by env_probe.py outside the checkout with no PYTHONPATH.
+
+Marked ``envs``: ``pytest -m "not envs"`` leaves them out. They need the
+package index (or pip's cache) for mmdet 3.2.0, mmseg 1.2.1, mmengine
+0.10.5, mmcv-lite 2.1.0 and setuptools for the build.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.envs
+
+DET_CONFIG = 'configs/detection/faster-rcnn_s50_fpn_syncbn-backbone+head_' \
+    'ms-range-1x_coco.py'
+SEG_CONFIG = 'configs/segmentation/resnest_s50-d8_deeplabv3_4xb2-80k_' \
+    'cityscapes-512x1024.py'
+#: what a scratch env must not see from the caller's environment
+UNSET = ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', 'PIP_REQUIRE_VIRTUALENV')
+
+
+def clean_env():
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env['PIP_DISABLE_PIP_VERSION_CHECK'] = '1'
+    return env
+
+
+def sh(args, cwd, timeout=600):
+    """Run ``args``; return stdout, failing with the output if not 0."""
+    proc = subprocess.run([str(a) for a in args],
+                          cwd=cwd,
+                          env=clean_env(),
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (f'{args}\n{proc.stdout[-3000:]}\n'
+                                  f'{proc.stderr[-5000:]}')
+    return proc.stdout
+
+
+class Env:
+    """A venv at ``path``, used only through its own ``python -m pip``.
+
+    Its bin/ scripts (pip, ...) of a copied venv still name the original
+    interpreter in their first line, so they are never run.
+    """
+
+    def __init__(self, path, work):
+        self.path, self.work = Path(path), Path(work)
+        self.python = self.path / 'bin' / 'python'
+
+    def pip(self, *args):
+        return sh([self.python, '-m', 'pip', *args], self.work)
+
+    def freeze(self):
+        """``pip freeze`` less this package, as ``{name: line}``."""
+        lines = self.pip('freeze', '--all').splitlines()
+        pins = {}
+        for line in lines:
+            name = line.split('==')[0].split(' @ ')[0].strip()
+            if name and not name.startswith('#'):
+                pins[re.sub(r'[-_.]+', '-', name).lower()] = line
+        pins.pop('resnest-mm', None)
+        return pins
+
+    def run(self, *args):
+        return sh([self.python, *args], self.work)
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+    """A copy of the checkout: pip builds in place, and must not write here."""
+    dst = tmp_path_factory.mktemp('src') / 'resnest-mm'
+    shutil.copytree(ROOT,
+                    dst,
+                    ignore=shutil.ignore_patterns('.venv', '.git', 'work_dirs',
+                                                  'data', 'build',
+                                                  '*.egg-info', '__pycache__'))
+    return dst
+
+
+@pytest.fixture
+def scratch(tmp_path_factory, request):
+    """A folder for one environment, removed afterwards (a venv is ~1 GB)."""
+    path = tmp_path_factory.mktemp(request.node.name[5:20])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def reference_venv():
+    """The venv running these tests (the quickstart's .venv under make)."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip('the tests do not run in a virtual environment to copy')
+    return Path(sys.prefix)
+
+
+def copy_venv(dst):
+    """Hard-link a copy of the reference venv at ``dst``, in seconds."""
+    src = reference_venv()
+    if subprocess.run(['cp', '-al', src, dst]).returncode != 0:
+        shutil.rmtree(dst, ignore_errors=True)
+        sh(['cp', '-a', src, dst], dst.parent)  # another file system
+    return Env(dst, dst.parent)
+
+
+def constraints(env, path):
+    """Pin the env's mmcv: no install may replace it (that means a build)."""
+    mmcv = env.freeze()['mmcv']
+    path.write_text(mmcv + '\n')
+    return ['-c', path]
+
+
+def install_checkout(env, source, extra):
+    """``pip install <checkout>[extra]``; assert it changed nothing else."""
+    before = env.freeze()
+    target = f'{source}[{extra}]' if extra else str(source)
+    env.pip('install', target)
+    after = env.freeze()
+    assert after == before, {
+        k: (before.get(k), after.get(k))
+        for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+    }
+    assert 'Location:' in env.pip('show', 'resnest-mm')  # it is installed
+
+
+def probe_output(env, *args):
+    """Run env_probe.py in ``env`` outside the checkout; its JSON result."""
+    shutil.copy(ROOT / 'tests' / 'env_probe.py', env.work / 'env_probe.py')
+    out = env.run(env.work / 'env_probe.py', *args)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def probe(env, *args):
+    """:func:`probe_output`, checking that the installed copy ran."""
+    found = probe_output(env, *args)
+    print(json.dumps({k: found[k] for k in found if k != 'shapes'}))
+    # the installed copy, not the checkout
+    assert str(env.path) in found['resnest_mm'], found['resnest_mm']
+    return found
+
+
+def openmmlab_env(scratch, remove, install):
+    """The reference venv less ``remove`` and resnest_mm, plus ``install``."""
+    env = copy_venv(scratch / 'venv')
+    env.pip('uninstall', '-y', 'resnest_mm', *remove)
+    pin_mmcv = constraints(env, env.work / 'constraints.txt')
+    env.pip('install', *install, *pin_mmcv)
+    env.pip('check')  # a consistent environment to start from
+    return env
+
+
+def test_mmdet_only_environment(scratch, source):
+    env = openmmlab_env(scratch,
+                        remove=['mmsegmentation', 'mmpretrain', 'resnest'],
+                        install=['mmdet==3.2.0', 'mmengine==0.10.5'])
+    install_checkout(env, source, 'det')
+    found = probe(env, 'det', source / DET_CONFIG)
+    versions = found['versions']
+    assert (versions['mmdet'], versions['mmengine'],
+            versions['mmsegmentation']) == ('3.2.0', '0.10.5', None)
+    assert found['scopes'] == ['mmdet']
+    assert found['losses']['loss'] > 0 and found['backbone_params_changed']
+
+
+def test_mmseg_only_environment(scratch, source):
+    env = openmmlab_env(scratch,
+                        remove=['mmdet', 'mmpretrain', 'resnest'],
+                        install=['mmsegmentation==1.2.1', 'mmengine==0.10.5'])
+    install_checkout(env, source, 'seg')
+    found = probe(env, 'seg', source / SEG_CONFIG)
+    versions = found['versions']
+    assert (versions['mmsegmentation'], versions['mmengine'],
+            versions['mmdet']) == ('1.2.1', '0.10.5', None)
+    assert found['scopes'] == ['mmseg']
+    assert found['losses']['loss'] > 0 and found['backbone_params_changed']
+
+
+def test_backbone_only_environment_with_mmcv_lite(scratch, source):
+    """No compiled ops: every depth runs, DCNv2 asks for full mmcv."""
+    env = copy_venv(scratch / 'venv')
+    env.pip('uninstall', '-y', 'resnest_mm', 'mmcv', 'mmdet', 'mmsegmentation',
+            'mmpretrain', 'resnest')
+    env.pip('install', 'mmengine==0.10.5', 'mmcv-lite==2.1.0')
+    keep = set(
+        probe_output(env, 'closure', 'torch', 'mmengine', 'mmcv-lite', 'pip',
+                     'setuptools', 'wheel'))
+    env.pip('uninstall', '-y', *sorted(env.freeze().keys() - keep))
+    assert env.freeze().keys() == keep
+    env.pip('check')  # nothing that stays misses a requirement
+    install_checkout(env, source, None)
+    found = probe(env, 'backbone')
+    versions = found['versions']
+    assert versions['mmcv-lite'] == '2.1.0' and versions['mmcv'] is None
+    assert found['scopes'] == []
+    assert set(
+        found['shapes']) == {'14', '26', '50', '101', '152', '200', '269'}
+    assert "needs mmcv's compiled ops" in found['dcn_error']
+    assert 'mim install "mmcv' in found['dcn_error']
