@@ -7,7 +7,6 @@ packages are extras. The quickstart's exact stack is requirements/lock.txt,
 which tools/setup.sh installs as constraints.
 """
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -39,8 +38,8 @@ extras = {
     'mim': parse_requirements('mminstall.txt'),
 }
 # all: everything except mmcv (mim) and the --no-deps references
-extras['all'] = (extras['det'] + extras['seg'] + extras['tools'] +
-                 extras['tests'])
+extras['all'] = (
+    extras['det'] + extras['seg'] + extras['tools'] + extras['tests'])
 
 setup(
     name='resnest_mm',

@@ -33,8 +33,8 @@ __all__ = [
     'resnest101', 'resnest200', 'resnest269', 'resnest50_fast_1s1x64d',
     'resnest50_fast_2s1x64d', 'resnest50_fast_4s1x64d',
     'resnest50_fast_1s2x40d', 'resnest50_fast_2s2x40d',
-    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d',
-    '__version__', 'version_info'
+    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d', '__version__',
+    'version_info'
 ]
 
 REGISTERED_SCOPES = register_all()

@@ -29,8 +29,8 @@ class ResNeStBottleneck(BaseModule):
 
     The stride sits in a 3x3 average pool ("avd") when ``avg_down_stride`` is
     set, after the split-attention conv, or before it with ``avd_first`` (the
-    authors' "fast" variants); otherwise in the conv itself (``style='pytorch'``)
-    or in the first 1x1 conv (``style='caffe'``).
+    authors' "fast" variants); otherwise in the conv itself
+    (``style='pytorch'``) or in the first 1x1 conv (``style='caffe'``).
 
     Two optional regularisers, active in training only, follow the authors'
     code for DropBlock and timm for stochastic depth: :class:`DropBlock2d`
@@ -89,7 +89,8 @@ class ResNeStBottleneck(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg)
         if style not in ('pytorch', 'caffe'):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+            raise ValueError(
+                f"style must be 'pytorch' or 'caffe', got {style!r}")
         self.inplanes = inplanes
         self.planes = planes
         self.stride = stride
@@ -100,12 +101,12 @@ class ResNeStBottleneck(BaseModule):
         self.norm_cfg = norm_cfg
         self.dcn = dcn
         self.with_dcn = dcn is not None
-        self.conv1_stride, self.conv2_stride = (
-            (1, stride) if style == 'pytorch' else (stride, 1))
+        self.conv1_stride, self.conv2_stride = ((1, stride) if style
+                                                == 'pytorch' else (stride, 1))
         self.avg_down_stride = avg_down_stride and self.conv2_stride > 1
         self.avd_first = avd_first
-        width = planes if groups == 1 else math.floor(
-            planes * base_width / base_channels) * groups
+        width = planes if groups == 1 else math.floor(planes * base_width /
+                                                      base_channels) * groups
 
         self.conv1 = build_conv_layer(
             conv_cfg, inplanes, width, 1, stride=self.conv1_stride, bias=False)
@@ -134,18 +135,26 @@ class ResNeStBottleneck(BaseModule):
         self.downsample = downsample
         if self.avg_down_stride:
             self.avd_layer = nn.AvgPool2d(3, self.conv2_stride, padding=1)
-        self.dropblock1 = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
-        self.dropblock3 = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else None
+        self.dropblock1 = DropBlock2d(
+            dropblock_prob) if dropblock_prob > 0 else None
+        self.dropblock3 = DropBlock2d(
+            dropblock_prob) if dropblock_prob > 0 else None
+        self.drop_path = DropPath(
+            drop_path_rate) if drop_path_rate > 0 else None
 
         self.plugin_names = {}
         for plugin in plugins or ():
             if plugin['position'] not in _PLUGIN_POSITIONS:
-                raise ValueError(f"plugin position must be one of "
-                                 f"{_PLUGIN_POSITIONS}, got {plugin['position']!r}")
+                raise ValueError(
+                    f"plugin position must be one of "
+                    f"{_PLUGIN_POSITIONS}, got {plugin['position']!r}")
         for position in _PLUGIN_POSITIONS:
-            cfgs = [p['cfg'] for p in plugins or () if p['position'] == position]
-            in_channels = planes * self.expansion if position == 'after_conv3' else width
+            cfgs = [
+                p['cfg'] for p in plugins or () if p['position'] == position
+            ]
+            in_channels = width
+            if position == 'after_conv3':
+                in_channels = planes * self.expansion
             self.plugin_names[position] = self._make_plugins(in_channels, cfgs)
 
     @property
@@ -155,7 +164,10 @@ class ResNeStBottleneck(BaseModule):
 
     @property
     def norm3(self):
-        """nn.Module: the last norm of the residual branch (zero-initialised by ``zero_init_residual``)."""
+        """nn.Module: the last norm of the residual branch.
+
+        Zero-initialised by ``zero_init_residual``.
+        """
         return getattr(self, self.norm3_name)
 
     def _make_plugins(self, in_channels, cfgs):
@@ -165,7 +177,8 @@ class ResNeStBottleneck(BaseModule):
             name, layer = build_plugin_layer(
                 cfg, in_channels=in_channels, postfix=cfg.pop('postfix', ''))
             if hasattr(self, name):
-                raise ValueError(f'duplicate plugin {name}: give each a distinct postfix')
+                raise ValueError(
+                    f'duplicate plugin {name}: give each a distinct postfix')
             self.add_module(name, layer)
             names.append(name)
         return names
@@ -176,7 +189,8 @@ class ResNeStBottleneck(BaseModule):
         return x
 
     def _residual(self, x):
-        out, _ = norm_relu(self.conv1(x), self.norm1, self.relu, self.dropblock1)
+        out, _ = norm_relu(
+            self.conv1(x), self.norm1, self.relu, self.dropblock1)
         out = self._run_plugins(out, 'after_conv1')
         if self.avg_down_stride and self.avd_first:
             out = self.avd_layer(out)

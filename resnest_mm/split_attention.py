@@ -1,4 +1,5 @@
-"""Split-attention convolution, the core of ResNeSt (Zhang et al. 2020, Sec. 3)."""
+"""Split-attention convolution, the core of ResNeSt (Zhang et al. 2020,
+Sec. 3)."""
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -16,28 +17,30 @@ from .recomputed_ops import (norm_relu, recomputing_weighted_sum,
 class SplitAttentionConv2d(BaseModule):
     """Split-attention convolution in radix-major layout.
 
-    One grouped convolution (``groups = cardinality * radix``) makes ``R = radix``
-    splits of ``C = channels`` channels, stored radix-major as ``(B, R*C, H, W)``.
-    The splits are summed and pooled to ``(B, C, 1, 1)``, sent through two grouped
-    1x1 "fc" convolutions (``groups = cardinality``, width
-    ``max(in_channels * R // reduction_factor, 32)``), and the cardinal-major
-    logits ``(B, R*C, 1, 1)`` are normalised across the R splits (softmax, or a
-    sigmoid when ``R == 1``). The output ``(B, C, H, W)`` is the attention-weighted
-    sum of the splits.
+    One grouped convolution (``groups = cardinality * radix``) makes
+    ``R = radix`` splits of ``C = channels`` channels, stored radix-major as
+    ``(B, R*C, H, W)``. The splits are summed and pooled to ``(B, C, 1, 1)``,
+    sent through two grouped 1x1 "fc" convolutions (``groups = cardinality``,
+    width ``max(in_channels * R // reduction_factor, 32)``), and the
+    cardinal-major logits ``(B, R*C, 1, 1)`` are normalised across the R
+    splits (softmax, or a sigmoid when ``R == 1``). The output
+    ``(B, C, H, W)`` is the attention-weighted sum of the splits.
 
     Two things differ from the upstream code and give the same function:
-    pooling is linear, so each split is pooled and the pooled vectors are summed,
-    instead of building a summed ``(B, C, H, W)`` map only to pool it; and the
-    weighted sum accumulates split by split, never holding a ``(B, R, C, H, W)``
-    product. Neither needs a contiguous copy, so channels_last input stays so.
-    In training with a plain BatchNorm, the splits are not stored for
-    backward but rebuilt from the conv output (:mod:`.recomputed_ops`).
+    pooling is linear, so each split is pooled and the pooled vectors are
+    summed, instead of building a summed ``(B, C, H, W)`` map only to pool
+    it; and the weighted sum accumulates split by split, never holding a
+    ``(B, R, C, H, W)`` product. Neither needs a contiguous copy, so
+    channels_last input stays so. In training with a plain BatchNorm, the
+    splits are not stored for backward but rebuilt from the conv output
+    (:mod:`.recomputed_ops`).
 
     Batch size 1 in training: the attention norm sees one value per channel,
     which has no batch statistics (BatchNorm raises there, upstream and in the
     authors' code). A plain BatchNorm then normalises with its running
     statistics and leaves them untouched for that step; its affine parameters
-    still learn. SyncBN across several processes, and other norms, run as usual.
+    still learn. SyncBN across several processes, and other norms, run as
+    usual.
 
     Args:
         in_channels (int): Input channels.
@@ -51,9 +54,9 @@ class SplitAttentionConv2d(BaseModule):
         dcn (dict, optional): Deformable conv config used for the split
             convolution instead of ``conv_cfg``, e.g.
             ``dict(type='DCNv2', deform_groups=2)``.
-        dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on the
-            splits, after ``norm0`` and before the ReLU as in the authors' code;
-            0 builds no DropBlock. Default: 0.
+        dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on
+            the splits, after ``norm0`` and before the ReLU as in the
+            authors' code; 0 builds no DropBlock. Default: 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -77,14 +80,17 @@ class SplitAttentionConv2d(BaseModule):
             raise ValueError(f'radix must be >= 1, got {radix}')
         if channels % groups:
             raise ValueError(
-                f'channels ({channels}) must be divisible by groups ({groups})')
+                f'channels ({channels}) must be divisible by groups ({groups})'
+            )
         inter_channels = max(in_channels * radix // reduction_factor, 32)
         self.radix = radix
         self.groups = groups
         self.channels = channels
         self.with_dcn = dcn is not None
         if self.with_dcn:
-            dcn = dict(dcn)  # upstream pops from the shared dict, so only its first block saw the key
+            # upstream pops from the shared dict, so only its first block saw
+            # the key
+            dcn = dict(dcn)
             if not dcn.pop('fallback_on_stride', False):
                 if conv_cfg is not None:
                     raise ValueError('conv_cfg must be None when dcn is set')
@@ -115,7 +121,8 @@ class SplitAttentionConv2d(BaseModule):
         self.add_module(self.norm1_name, norm1)
         self.fc2 = build_conv_layer(
             None, inter_channels, channels * radix, 1, groups=groups)
-        self.dropblock = DropBlock2d(dropblock_prob) if dropblock_prob > 0 else None
+        self.dropblock = DropBlock2d(
+            dropblock_prob) if dropblock_prob > 0 else None
 
     @property
     def norm0(self):
@@ -128,11 +135,14 @@ class SplitAttentionConv2d(BaseModule):
         return getattr(self, self.norm1_name)
 
     def _attention_norm(self, x):
-        """Apply ``norm1`` to ``(B, D, 1, 1)``, using running stats where B == 1 in training."""
+        """Apply ``norm1`` to ``(B, D, 1, 1)``.
+
+        Uses the running stats where B == 1 in training.
+        """
         norm = self.norm1
         # An fx proxy has no batch size: a traced graph calls the norm as is.
-        if (self.training and not isinstance(x, torch.fx.Proxy) and x.size(0) == 1
-                and isinstance(norm, _BatchNorm)
+        if (self.training and not isinstance(x, torch.fx.Proxy)
+                and x.size(0) == 1 and isinstance(norm, _BatchNorm)
                 and norm.running_mean is not None
                 and not _syncs_across_processes(norm)):
             return F.batch_norm(x, norm.running_mean, norm.running_var,
@@ -145,7 +155,8 @@ class SplitAttentionConv2d(BaseModule):
         x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock)
         batch = x.size(0)
         # mean, unlike adaptive_avg_pool2d, does not keep x for its backward
-        gap = x.mean((2, 3), keepdim=True).view(batch, self.radix, self.channels, 1, 1).sum(1)
+        gap = x.mean((2, 3), keepdim=True).view(batch, self.radix,
+                                                self.channels, 1, 1).sum(1)
         gap = self.relu(self._attention_norm(self.fc1(gap)))
         logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
         if self.radix > 1:
@@ -156,7 +167,8 @@ class SplitAttentionConv2d(BaseModule):
             atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
         if handle is not None:  # training: keep c, not the splits
             return recomputing_weighted_sum(x, atten, handle)
-        return weighted_split_sum(x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
+        return weighted_split_sum(
+            x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
 
 
 def _syncs_across_processes(norm):

@@ -89,10 +89,8 @@ def segmentation(config):
     data = dict(inputs=[], data_samples=[])
     for _ in range(2):  # ASPP's image pooling needs more than one sample
         data['inputs'].append(
-            torch.randint(0,
-                          256, (3, 64, 64),
-                          generator=gen,
-                          dtype=torch.uint8))
+            torch.randint(
+                0, 256, (3, 64, 64), generator=gen, dtype=torch.uint8))
         sample = SegDataSample(
             metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64)))
         sample.gt_sem_seg = PixelData(
@@ -152,13 +150,14 @@ def main():
         print(json.dumps(closure(sys.argv[2:])))
         return
     import resnest_mm
-    found = dict(resnest_mm=resnest_mm.__file__,
-                 scopes=resnest_mm.REGISTERED_SCOPES,
-                 versions={
-                     d: installed(d)
-                     for d in ('torch', 'mmengine', 'mmcv', 'mmcv-lite',
-                               'mmdet', 'mmsegmentation', 'resnest_mm')
-                 })
+    found = dict(
+        resnest_mm=resnest_mm.__file__,
+        scopes=resnest_mm.REGISTERED_SCOPES,
+        versions={
+            d: installed(d)
+            for d in ('torch', 'mmengine', 'mmcv', 'mmcv-lite', 'mmdet',
+                      'mmsegmentation', 'resnest_mm')
+        })
     if kind == 'backbone':
         found.update(backbone())
     else:

@@ -96,11 +96,11 @@ class Env:
 def source(tmp_path_factory):
     """A copy of the checkout: pip builds in place, and must not write here."""
     dst = tmp_path_factory.mktemp('src') / 'resnest-mm'
-    shutil.copytree(ROOT,
-                    dst,
-                    ignore=shutil.ignore_patterns('.venv', '.git', 'work_dirs',
-                                                  'data', 'build',
-                                                  '*.egg-info', '__pycache__'))
+    shutil.copytree(
+        ROOT,
+        dst,
+        ignore=shutil.ignore_patterns('.venv', '.git', 'work_dirs', 'data',
+                                      'build', '*.egg-info', '__pycache__'))
     return dst
 
 
@@ -175,9 +175,10 @@ def openmmlab_env(scratch, remove, install):
 
 
 def test_mmdet_only_environment(scratch, source):
-    env = openmmlab_env(scratch,
-                        remove=['mmsegmentation', 'mmpretrain', 'resnest'],
-                        install=['mmdet==3.2.0', 'mmengine==0.10.5'])
+    env = openmmlab_env(
+        scratch,
+        remove=['mmsegmentation', 'mmpretrain', 'resnest'],
+        install=['mmdet==3.2.0', 'mmengine==0.10.5'])
     install_checkout(env, source, 'det')
     found = probe(env, 'det', source / DET_CONFIG)
     versions = found['versions']
@@ -188,9 +189,10 @@ def test_mmdet_only_environment(scratch, source):
 
 
 def test_mmseg_only_environment(scratch, source):
-    env = openmmlab_env(scratch,
-                        remove=['mmdet', 'mmpretrain', 'resnest'],
-                        install=['mmsegmentation==1.2.1', 'mmengine==0.10.5'])
+    env = openmmlab_env(
+        scratch,
+        remove=['mmdet', 'mmpretrain', 'resnest'],
+        install=['mmsegmentation==1.2.1', 'mmengine==0.10.5'])
     install_checkout(env, source, 'seg')
     found = probe(env, 'seg', source / SEG_CONFIG)
     versions = found['versions']

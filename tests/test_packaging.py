@@ -3,6 +3,7 @@
 The install itself, into environments this project did not make, is tested
 in test_environments.py; these are the fast checks of the same promises.
 """
+import setuptools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +11,12 @@ from pathlib import Path
 import mmcv
 import mmengine
 import pytest
-import setuptools
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 import resnest_mm
-from helpers import ROOT
 from resnest_mm import ResNeSt, dependencies
+from helpers import ROOT
 
 DCN = dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)
 
@@ -29,10 +29,11 @@ def setup_kwargs():
     setuptools.setup = lambda **kwargs: captured.update(kwargs)
     try:
         sys.argv = ['setup.py']
-        exec(compile((ROOT / 'setup.py').read_text(), 'setup.py', 'exec'), {
-            '__file__': str(ROOT / 'setup.py'),
-            '__name__': '__main__'
-        })
+        exec(
+            compile((ROOT / 'setup.py').read_text(), 'setup.py', 'exec'), {
+                '__file__': str(ROOT / 'setup.py'),
+                '__name__': '__main__'
+            })
     finally:
         setuptools.setup, sys.argv = old_setup, old_argv
     return captured
@@ -69,8 +70,9 @@ def test_extras(setup_kwargs):
     extras = {k: names(v) for k, v in setup_kwargs['extras_require'].items()}
     assert extras['det'] == {'mmdet'}
     assert extras['seg'] == {'mmsegmentation', 'ftfy', 'regex'}
-    assert extras['all'] == (extras['det'] | extras['seg'] | extras['tools']
-                             | extras['tests'])
+    assert extras['all'] == (
+        extras['det'] | extras['seg'] | extras['tools']
+        | extras['tests'])
     assert {'cityscapesscripts', 'onnx', 'onnxruntime'} <= extras['tools']
     assert 'pytest' in extras['tests']
     assert 'mmcv' not in set().union(*(v for k, v in extras.items()
@@ -88,8 +90,8 @@ def test_lock_satisfies_every_declared_range(setup_kwargs):
     """The quickstart's stack is one that setup.py's ranges accept."""
     pins = lock_pins()
     extras = setup_kwargs['extras_require']
-    declared = (setup_kwargs['install_requires'] + extras['mim'] +
-                extras['all'])
+    declared = (
+        setup_kwargs['install_requires'] + extras['mim'] + extras['all'])
     for line in declared:
         req = Requirement(line)
         name = req.name.lower()
