@@ -174,31 +174,28 @@ def openmmlab_env(scratch, remove, install):
     return env
 
 
-def test_mmdet_only_environment(scratch, source):
-    env = openmmlab_env(
-        scratch,
-        remove=['mmsegmentation', 'mmpretrain', 'resnest'],
-        install=['mmdet==3.2.0', 'mmengine==0.10.5'])
-    install_checkout(env, source, 'det')
-    found = probe(env, 'det', source / DET_CONFIG)
-    versions = found['versions']
-    assert (versions['mmdet'], versions['mmengine'],
-            versions['mmsegmentation']) == ('3.2.0', '0.10.5', None)
-    assert found['scopes'] == ['mmdet']
-    assert found['losses']['loss'] > 0 and found['backbone_params_changed']
+# extra: (config, its package's registry scope, what to uninstall, the
+# versions the env must end with: another mmdet/mmseg and mmengine than the
+# lock's, and the other task's package absent)
+OPENMMLAB_STACKS = {
+    'det': (DET_CONFIG, 'mmdet', ['mmsegmentation', 'mmpretrain', 'resnest'],
+            dict(mmdet='3.2.0', mmengine='0.10.5', mmsegmentation=None)),
+    'seg': (SEG_CONFIG, 'mmseg', ['mmdet', 'mmpretrain', 'resnest'],
+            dict(mmsegmentation='1.2.1', mmengine='0.10.5', mmdet=None)),
+}
 
 
-def test_mmseg_only_environment(scratch, source):
+@pytest.mark.parametrize('extra', list(OPENMMLAB_STACKS))
+def test_mmdet_or_mmseg_only_environment(scratch, source, extra):
+    config, scope, remove, versions = OPENMMLAB_STACKS[extra]
     env = openmmlab_env(
         scratch,
-        remove=['mmdet', 'mmpretrain', 'resnest'],
-        install=['mmsegmentation==1.2.1', 'mmengine==0.10.5'])
-    install_checkout(env, source, 'seg')
-    found = probe(env, 'seg', source / SEG_CONFIG)
-    versions = found['versions']
-    assert (versions['mmsegmentation'], versions['mmengine'],
-            versions['mmdet']) == ('1.2.1', '0.10.5', None)
-    assert found['scopes'] == ['mmseg']
+        remove=remove,
+        install=[f'{k}=={v}' for k, v in versions.items() if v])
+    install_checkout(env, source, extra)
+    found = probe(env, extra, source / config)
+    assert {k: found['versions'][k] for k in versions} == versions
+    assert found['scopes'] == [scope]
     assert found['losses']['loss'] > 0 and found['backbone_params_changed']
 
 
