@@ -4,6 +4,7 @@ of ours and predicts the same; the config READMEs link each to its upstream
 checkpoint and log."""
 import ast
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,10 +47,12 @@ def test_every_zoo_config_has_one_of_ours():
 
 @pytest.fixture(scope='module')
 def zoo_checkpoints(tmp_path_factory):
-    """All 16 upstream models, random weights, written by one process."""
+    """All 16 upstream models, random weights, written by one process;
+    removed afterwards (4.5 GB)."""
     out = tmp_path_factory.mktemp('zoo')
     run([sys.executable, str(ROOT / 'tests' / 'zoo_upstream.py'), str(out)])
-    return out
+    yield out
+    shutil.rmtree(out)
 
 
 @pytest.mark.parametrize('scope, name', ZOO, ids=[name for _, name in ZOO])
@@ -65,7 +68,6 @@ def test_zoo_checkpoint_loads_strictly_into_ours_and_predicts_the_same(
     for a, e in zip(actual, reference['outputs']):
         assert a.shape == e.shape
         assert rel_err(a, e) <= 1e-4
-    checkpoint.unlink()  # hundreds of MB each
 
 
 def metafile_entries(scope):
