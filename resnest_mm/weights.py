@@ -224,6 +224,9 @@ def _openmmlab_file(checkpoint):
     is cached in the torch hub cache, anything else is a path under
     mmengine's home. No hash is checked, as mmengine checks none.
     """
+    # Here, not at the top: mmengine.runner imports the whole Runner, which
+    # `import resnest_mm` does not need. _get_mmengine_home is private, but
+    # it is where load_from_openmmlab looks.
     from mmengine.runner.checkpoint import (_get_mmengine_home,
                                             get_deprecated_model_names,
                                             get_external_models)
