@@ -27,7 +27,7 @@ from resnest_mm import (CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt,
                         ResNeSt, weights)
 from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import load_pretrained
-from helpers import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err, run, tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -730,3 +730,20 @@ def test_safetensors_without_the_package_or_damaged_says_so(
     monkeypatch.setitem(sys.modules, 'safetensors.torch', None)
     with pytest.raises(ImportError, match='pip install safetensors'):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
+
+
+def test_convert_weights_tool_reads_a_detectron2_safetensors_file(
+        tmp_path, authors14):
+    src, dst = tmp_path / 'resnest14_detectron.safetensors', tmp_path / 'o.pth'
+    safetensors.torch.save_file(
+        {
+            f'backbone.bottom_up.{k}': v
+            for k, v in to_detectron2(authors14[0]).items()
+        }, str(src))
+    out = run(tool('convert_weights.py') + [str(src), str(dst), '--verify'])
+    layout = weights.LAYOUTS['backbone.bottom_up.', 'detectron2'][0]
+    assert f'layout:     {layout}\n' in out
+    assert 'verify:     skipped, no independent implementation' in out
+    ours = ResNeSt(depth=14, stem_channels=64)
+    ours.load_state_dict(torch.load(dst, weights_only=True))  # strict
+    assert_gives(ours, authors14)
