@@ -9,6 +9,8 @@ allowlisted globals, so a file cannot run code while it loads. Since torch
 :func:`allow_mmengine_checkpoints` (run when ``resnest_mm`` is imported)
 allowlists exactly those objects, so mmengine's ``--resume`` and test-time
 loading work again, still with ``weights_only=True``; nothing else is admitted.
+``.safetensors`` files (the format of timm's and other hubs' weights) hold
+only tensors by design and are read with the ``safetensors`` package.
 """
 import os
 import pickle
@@ -88,17 +90,20 @@ def allow_mmengine_checkpoints():
 
 def load_checkpoint_safely(path, map_location='cpu'):
     """``torch.load(path, weights_only=True)``, with errors that say what is
-    wrong with the file.
+    wrong with the file; a ``.safetensors`` file is read with safetensors.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
         UnsafeCheckpointError: the file pickles an object outside the
             allowlist (it names it); nothing in the file was run.
         CorruptCheckpointError: the file is truncated or not a checkpoint.
+        ImportError: a ``.safetensors`` file without the safetensors package.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
+    if path.endswith('.safetensors'):
+        return _load_safetensors(path, map_location)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -120,10 +125,31 @@ def load_checkpoint_safely(path, map_location='cpu'):
     except Exception as err:
         # each kind of damage fails differently inside torch.load
         damage = f'{type(err).__name__}: {err}'
-    raise CorruptCheckpointError(
-        f'{path} is not a readable PyTorch checkpoint ({damage}). It is '
-        f'probably truncated or corrupt, e.g. by an interrupted download or '
-        f'copy: fetch or copy it again. Nothing in it was run.')
+    raise _corrupt(path, 'PyTorch checkpoint', damage)
+
+
+def _load_safetensors(path, map_location):
+    """A ``.safetensors`` file's tensors as a state dict (on the CPU unless
+    ``map_location`` names a device)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ImportError(
+            f'{path} is a .safetensors file, which needs the safetensors '
+            f'package: pip install safetensors') from None
+    device = map_location if isinstance(map_location, str) else 'cpu'
+    try:
+        return load_file(path, device=device)
+    except Exception as err:  # safetensors' own error types vary by version
+        raise _corrupt(path, '.safetensors file',
+                       f'{type(err).__name__}: {err}') from None
+
+
+def _corrupt(path, kind, damage):
+    return CorruptCheckpointError(
+        f'{path} is not a readable {kind} ({damage}). It is probably '
+        f'truncated or corrupt, e.g. by an interrupted download or copy: '
+        f'fetch or copy it again. Nothing in it was run.')
 
 
 def _unpickler_reason(err):

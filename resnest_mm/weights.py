@@ -9,7 +9,7 @@ tensors and refuses a checkpoint that does not fit the model, or lacks
 weights the model needs, naming the keys. :func:`load_pretrained` does all of
 it for ``init_cfg=dict(type='Pretrained', checkpoint=...)``, where the
 checkpoint may also be a short name (``resnest50``) resolved to the authors'
-published files.
+published files, or an ``open-mmlab://`` name resolved as mmengine does.
 
 Every file is read with :func:`~resnest_mm.safe_load.load_checkpoint_safely`,
 so loading weights never runs code from them.
@@ -51,22 +51,31 @@ PUBLISHED = {
         ('resnest50_fast_1s4x24d', 'd4a4f76f'),
     )
 }
-# mmdet's ResNeSt configs name the ImageNet weights so (mmengine maps these
-# names to OpenMMLab's copies); here they resolve to the authors' files.
-ALIASES = {
-    f'open-mmlab://{name}': name
-    for name in ('resnest50', 'resnest101', 'resnest200')
-}
+# mmdet's and mmseg's ResNeSt configs name their ImageNet weights
+# open-mmlab://resnest50 (101, 200); mmengine maps these to OpenMMLab's own
+# files (``resnest50_d2-7497a55b.pth`` ...: the authors' weights in mmdet's
+# keys, under ``state_dict``), from which mmdet's published APs were trained.
+# They are resolved through mmengine's own tables, as its
+# ``load_from_openmmlab`` does.
+OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
 
-# A split-attention conv in the first block: a ResNeSt (a ResNet has
-# conv2.weight).
-_RESNEST_MARKER = 'layer1.0.conv2.conv.weight'
-# How the backbone's keys are named: the key that marks each scheme.
-_STEM_MARKERS = {
-    'ours': 'stem.0.weight',  # also mmdet's and mmseg's ResNeSt
-    'mmpretrain': 'stem.0.conv.weight',  # ConvModule stem
-    'authors': 'conv1.0.weight',
+# How the backbone's keys are named: for each scheme, the key of the first
+# stem conv and of the first block's split-attention conv (which tells a
+# ResNeSt from a ResNet, whose 3x3 conv is conv2.weight).
+_SCHEME_MARKERS = {
+    # also mmdet's and mmseg's ResNeSt
+    'ours': ('stem.0.weight', 'layer1.0.conv2.conv.weight'),
+    'mmpretrain': ('stem.0.conv.weight', 'layer1.0.conv2.conv.weight'),
+    'authors': ('conv1.0.weight', 'layer1.0.conv2.conv.weight'),
+    # the authors' detectron2 fork (zhanghang1989/detectron2-ResNeSt,
+    # detectron2/modeling/backbone/resnet.py and splat.py)
+    'detectron2': ('stem.conv1_1.weight', 'res2.0.conv2.conv.weight'),
 }
+# Where a backbone's keys may sit: at the top, in an mmdet/mmseg model, in
+# a detectron2 model (its FPN backbone wraps the ResNet as ``bottom_up``).
+_PREFIXES = ('', 'backbone.', 'backbone.bottom_up.')
+# The classifier of each scheme that has one at the backbone's level.
+_CLASSIFIERS = {'authors': 'fc.', 'detectron2': 'linear.'}
 # (prefix of the backbone, key scheme): (layout name, example keys).
 LAYOUTS = {
     ('', 'authors'):
@@ -76,12 +85,24 @@ LAYOUTS = {
     ('mmpretrain classifier', 'backbone.stem.0.conv.weight, '
      'backbone.layer1.0.conv2.conv.weight, head.fc.weight '
      '(optionally inside "state_dict")'),
-    ('backbone.', 'ours'):
-    ('mmdet/mmseg model', '"state_dict": backbone.stem.0.weight, '
-     'backbone.layer1.0.conv2.conv.weight, neck.*, '
-     'rpn_head.* / roi_head.* / decode_head.*'),
-    ('', 'ours'): ('ours (resnest_mm, or an mmdet/mmseg ResNeSt backbone)',
-                   'stem.0.weight, layer1.0.conv2.conv.weight'),
+    ('backbone.', 'ours'): ('mmdet/mmseg model',
+                            '"state_dict": backbone.stem.0.weight, '
+                            'backbone.layer1.0.conv2.conv.weight, neck.*, '
+                            'rpn_head.* / roi_head.* / decode_head.*'),
+    ('', 'ours'):
+    ("ours (resnest_mm, an mmdet/mmseg ResNeSt backbone, OpenMMLab's "
+     'open-mmlab://resnest* files)', 'stem.0.weight, '
+     'layer1.0.conv2.conv.weight (optionally inside "state_dict")'),
+    ('backbone.bottom_up.', 'detectron2'):
+    ("detectron2 model (the authors' resnest*_detectron ImageNet files, "
+     'detectron2-ResNeSt detectors)',
+     '(optionally inside "model") backbone.bottom_up.stem.conv1_1.weight, '
+     'backbone.bottom_up.res2.0.conv1.norm.weight, '
+     'backbone.bottom_up.res2.0.conv2.conv.weight, '
+     'backbone.fpn_*, roi_heads.*'),
+    ('', 'detectron2'): ('detectron2 ResNeSt backbone', 'stem.conv1_1.weight, '
+                         'stem.conv1_1.norm.weight, res2.0.conv2.conv.weight, '
+                         'res2.0.shortcut.norm.weight'),
 }
 # Keys every plain ResNeSt has, so a checkpoint must give them. Others (DCN
 # offsets, plugins) are added modules that ImageNet weights cannot hold.
@@ -99,7 +120,7 @@ class Converted:
     layout: str  # which layout was found, e.g. "authors' release / timm"
     # where the backbone's keys sat in the source, e.g. 'backbone.'
     prefix: str
-    scheme: str  # how the source named them: a key of _STEM_MARKERS
+    scheme: str  # how the source named them: a key of _SCHEME_MARKERS
     # keys of the source that are not backbone weights (classifier, heads)
     dropped: list
 
@@ -167,25 +188,65 @@ class LoadReport:
 
 
 def resolve_checkpoint(checkpoint):
-    """A local file for ``checkpoint``: a short name or alias, an http(s) URL,
-    or a path.
+    """A local file for ``checkpoint``: a short name, an ``open-mmlab://``
+    name, an http(s) URL, or a path.
 
     Short names and URLs are downloaded once into the torch hub cache
     (``torch.hub.get_dir()/checkpoints``), where mmengine and torchvision
     keep theirs too; offline, the error says which file to put there.
     """
     checkpoint = os.fspath(checkpoint)
-    name = ALIASES.get(checkpoint, checkpoint)
-    if name in PUBLISHED:
-        return _cached_download(PUBLISHED[name], check_hash=True)
+    if checkpoint in PUBLISHED:
+        return _cached_download(PUBLISHED[checkpoint], check_hash=True)
+    if checkpoint.startswith(OPENMMLAB_SCHEMES):
+        return _openmmlab_file(checkpoint)
     if checkpoint.startswith(('http://', 'https://')):
-        return _cached_download(checkpoint, check_hash=False)
+        return download_checkpoint(checkpoint)
     if os.path.isfile(checkpoint):
         return checkpoint
     raise FileNotFoundError(
         f'checkpoint {checkpoint!r} is not a file. Give the path of a '
-        f'checkpoint in any accepted layout, an http(s) URL, or one of '
-        f'{sorted(PUBLISHED) + sorted(ALIASES)}.')
+        f'checkpoint in any accepted layout, an http(s) URL, an '
+        f'open-mmlab:// name, or one of {sorted(PUBLISHED)}.')
+
+
+def download_checkpoint(url):
+    """The torch hub cache's copy of the file at ``url``, downloaded if
+    absent: where mmengine's ``load_from_http`` puts it."""
+    return _cached_download(url, check_hash=False)
+
+
+def _openmmlab_file(checkpoint):
+    """The file mmengine's ``load_from_openmmlab`` reads for ``checkpoint``.
+
+    mmengine's tables give the URL (``mmengine/hub/openmmlab.json``, updated
+    by ``$MMENGINE_HOME/open_mmlab.json``, deprecated names renamed); a URL
+    is cached in the torch hub cache, anything else is a path under
+    mmengine's home. No hash is checked, as mmengine checks none.
+    """
+    # Here, not at the top: mmengine.runner imports the whole Runner, which
+    # `import resnest_mm` does not need. _get_mmengine_home is private, but
+    # it is where load_from_openmmlab looks.
+    from mmengine.runner.checkpoint import (_get_mmengine_home,
+                                            get_deprecated_model_names,
+                                            get_external_models)
+    name = checkpoint.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    urls = get_external_models()
+    if name not in urls:
+        raise FileNotFoundError(
+            f'{checkpoint} is not in mmengine\'s table of OpenMMLab weights '
+            f'(mmengine/hub/openmmlab.json); ResNeSt names there: '
+            f'{sorted(n for n in urls if n.startswith("resnest"))}.')
+    url = urls[name]
+    if url.startswith(('http://', 'https://')):
+        return download_checkpoint(url)
+    path = os.path.join(_get_mmengine_home(), url)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{checkpoint} is the file {path} (mmengine\'s home, set by '
+            f'$MMENGINE_HOME), which does not exist.')
+    return path
 
 
 def _cached_download(url, check_hash):
@@ -230,30 +291,40 @@ def convert_checkpoint(checkpoint, prefix=None):
 
     Args:
         checkpoint (dict): What ``torch.load`` returned: a state dict, or a
-            dict with one under ``'state_dict'`` (mmengine's checkpoints).
+            dict with one under ``'state_dict'`` (mmengine's checkpoints) or
+            ``'model'`` (detectron2's).
         prefix (str, optional): Where the backbone keys sit, if neither at
             the top nor under ``backbone.``.
 
     Raises:
         ValueError: no known layout; the message lists them.
     """
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else None
+    state_dict = state_dict_of(checkpoint)
     if not isinstance(state_dict, dict):
         raise ValueError(
             f'expected a state dict, got a {type(checkpoint).__name__}. ' +
             _expected_layouts())
-    for where in ([prefix] if prefix else ['', 'backbone.']):
-        if where + _RESNEST_MARKER not in state_dict:
-            continue
-        for scheme, marker in _STEM_MARKERS.items():
-            if where + marker in state_dict:
+    for where in ([prefix] if prefix else _PREFIXES):
+        for scheme, (stem, split_attention) in _SCHEME_MARKERS.items():
+            if (where + stem in state_dict
+                    and where + split_attention in state_dict):
                 layout = LAYOUTS.get((where, scheme),
                                      (f'{scheme} keys under {where!r}', ))[0]
                 return _convert(state_dict, where, scheme, layout)
     sample = ', '.join(list(state_dict)[:6])
     raise ValueError(f'unknown checkpoint layout (first keys: {sample}). '
                      f'{_expected_layouts()}')
+
+
+def state_dict_of(checkpoint):
+    """The state dict in a loaded checkpoint: itself, or the one under
+    ``'state_dict'`` (mmengine) or ``'model'`` (detectron2)."""
+    if not isinstance(checkpoint, dict):
+        return None
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
 
 
 def _expected_layouts():
@@ -265,10 +336,11 @@ def _expected_layouts():
 def _convert(state_dict, prefix, scheme, layout):
     """Rename the backbone's keys; keep the rest as ``dropped``."""
     ours, dropped = {}, []
+    classifier = _CLASSIFIERS.get(scheme)
     for key, value in state_dict.items():
         inner = key[len(prefix):]
-        if not key.startswith(prefix) or (scheme == 'authors'
-                                          and inner.startswith('fc.')):
+        if not key.startswith(prefix) or (classifier
+                                          and inner.startswith(classifier)):
             dropped.append(key)
         else:
             ours[inner] = value
@@ -276,6 +348,8 @@ def _convert(state_dict, prefix, scheme, layout):
         ours = {_rename_authors(k): v for k, v in ours.items()}
     elif scheme == 'mmpretrain':
         ours = _rename_mmpretrain(ours)
+    elif scheme == 'detectron2':
+        ours = _rename_detectron2(ours)
     return Converted(ours, layout, prefix, scheme, dropped)
 
 
@@ -310,6 +384,63 @@ def _rename_mmpretrain(state_dict):
     return out
 
 
+# detectron2's names (a conv owns its norm as ``.norm``) -> ours, within a
+# block of stage resN (our layer N-1).
+_DETECTRON2_BLOCK = (
+    ('conv1.norm.', 'bn1.'),
+    ('conv3.norm.', 'bn3.'),
+    ('shortcut.norm.', 'downsample.2.'),
+    ('shortcut.', 'downsample.1.'),  # after its norm: a prefix of it
+    ('conv2_offset.', 'conv2.conv.conv_offset.'),  # DCN offsets
+)
+
+
+def _rename_detectron2(state_dict):
+    """Rename the authors' detectron2 keys to ours.
+
+    The stem's ``conv1_{1,2,3}`` (each with its ``.norm``) are our
+    ``stem.0/1``, ``stem.3/4``, ``stem.6/7``; stage ``resN`` is ``layerN-1``.
+    A DCN block's offset conv (``conv2_offset``) is grouped by deformable
+    group where mmcv's ``conv_offset`` is dense: it becomes the equal dense
+    conv, zero between groups (:func:`_densify_offset_conv`).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        stem = re.match(r'stem\.conv1_(\d)\.(norm\.)?(.*)', key)
+        block = re.match(r'res(\d)\.(\d+)\.(.*)', key)
+        if stem:
+            index, norm, rest = stem.groups()
+            key = f'stem.{3 * (int(index) - 1) + bool(norm)}.{rest}'
+        elif block:
+            stage, index, rest = block.groups()
+            for theirs, ours in _DETECTRON2_BLOCK:
+                if rest.startswith(theirs):
+                    rest = ours + rest[len(theirs):]
+                    break
+            key = f'layer{int(stage) - 1}.{index}.{rest}'
+        out[key] = value
+    for key in out:
+        if key.endswith('conv2.conv.conv_offset.weight'):
+            conv1 = out[key.replace('conv2.conv.conv_offset', 'conv1')]
+            out[key] = _densify_offset_conv(out[key], conv1.shape[0])
+    return out
+
+
+def _densify_offset_conv(weight, in_channels):
+    """A grouped conv's weight ``(out, in / groups, kh, kw)`` as the equal
+    dense conv's ``(out, in, kh, kw)``: group g's block on the diagonal,
+    zeros elsewhere."""
+    groups = in_channels // weight.shape[1]
+    if groups == 1:
+        return weight
+    dense = weight.new_zeros(weight.shape[0], in_channels, *weight.shape[2:])
+    rows, cols = weight.shape[0] // groups, weight.shape[1]
+    for g in range(groups):
+        dense[g * rows:(g + 1) * rows,
+              g * cols:(g + 1) * cols] = weight[g * rows:(g + 1) * rows]
+    return dense
+
+
 def read_architecture(state_dict):
     """Blocks per stage, stem width, radix, groups and width, read from tensor
     shapes (our keys)."""
@@ -320,7 +451,7 @@ def read_architecture(state_dict):
             blocks[int(match.group(1))] += 1
     conv1 = state_dict['layer1.0.conv1.weight']  # (width, inplanes, 1, 1)
     # (width * radix, width / (groups * radix), 3, 3)
-    split = state_dict[_RESNEST_MARKER]
+    split = state_dict['layer1.0.conv2.conv.weight']
     width = conv1.shape[0]
     radix = split.shape[0] // width
     stem = state_dict.get('stem.6.weight')

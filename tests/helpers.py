@@ -38,7 +38,7 @@ def images(shape, generator=None):
             torch.randn(b, c, 1, 1, generator=generator))
 
 
-def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
+def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64), norms_only=False):
     """Give every parameter and BN statistic a random value, as a trained
     network has.
 
@@ -48,7 +48,9 @@ def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
     of blocks as in Fixup (Zhang et al. 2019), and the running statistics
     are measured on a batch of :func:`images` of shape ``calibrate_on``
     (None: keep them random), so activations keep their scale through depth
-    instead of growing block after block.
+    instead of growing block after block. ``norms_only`` leaves conv and
+    linear weights as PyTorch's default init made them (random already), which
+    is many times faster on whole detectors.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -60,6 +62,8 @@ def randomize_(model, seed=0, calibrate_on=(8, 3, 64, 64)):
     residual_scale = 0.1 * min(1.0, (16 / max(n_blocks, 1))**0.5)
     with torch.no_grad():
         for name, m in model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and norms_only:
+                continue
             if isinstance(m, nn.Conv2d):
                 fan_in = m.in_channels // m.groups * math.prod(m.kernel_size)
                 m.weight.copy_(rand(m.weight, math.sqrt(2.0 / fan_in)))

@@ -4,10 +4,14 @@ Each tool runs as a user runs it, in its own process. One training run is
 killed after its first checkpoint and resumed; a 2-process torchrun run is
 compared with it.
 """
+import contextlib
+import functools
+import http.server
 import os
 import pickle
 import socket
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -124,21 +128,54 @@ def test_killed_run_resumes_and_continues_counting(resumed_run):
         'epoch'] == 3
 
 
+@contextlib.contextmanager
+def served(folder):
+    """An HTTP server on localhost serving ``folder``; yields its URL."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        thread.join()
+
+
 def test_test_tool_gives_coco_metrics_predictions_and_pictures(
         resumed_run, tmp_path):
+    """The checkpoint given by URL, as a model zoo's: downloaded into the
+    torch hub cache, then evaluated."""
     cfg, work, _ = resumed_run
-    out = run(
-        tool('test.py') + [
-            cfg,
-            str(work / 'epoch_3.pth'), '--work-dir',
-            str(tmp_path), '--out',
-            str(tmp_path / 'preds.pkl'), '--show-dir', 'vis'
-        ])
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch'))
+    with served(work) as url:
+        out = run(
+            tool('test.py') + [
+                cfg, f'{url}/epoch_3.pth', '--work-dir',
+                str(tmp_path), '--out',
+                str(tmp_path / 'preds.pkl'), '--show-dir', 'vis'
+            ],
+            env=env)
+    cached = tmp_path / 'torch/hub/checkpoints/epoch_3.pth'
+    assert cached.read_bytes() == (work / 'epoch_3.pth').read_bytes()
     assert 'coco/bbox_mAP:' in out and 'coco/bbox_mAP_50:' in out
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 4 and 'bboxes' in preds[0]['pred_instances']
     assert len(list(tmp_path.glob('*/vis/*.jpg'))) == 4
+
+
+def test_test_tool_offline_names_the_url_and_where_to_put_the_file(tmp_path):
+    url = f'http://127.0.0.1:{_free_port()}/zoo/epoch_12.pth'  # refused
+    proc = run_unchecked(
+        tool('test.py') + [str(DEMO), url],
+        env=dict(os.environ, TORCH_HOME=str(tmp_path)),
+        timeout=300)
+    assert proc.returncode != 0
+    assert f'could not download {url}' in proc.stderr
+    assert (f'put it at {tmp_path / "hub/checkpoints/epoch_12.pth"} '
+            '(the torch hub cache' in proc.stderr)
 
 
 def test_plot_curves(resumed_run):

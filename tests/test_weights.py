@@ -3,18 +3,22 @@ wrote them."""
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import CheckpointLoader, get_external_models
 from mmseg.models.backbones.resnest import ResNeSt as MMSegUpstream
 from resnest.torch import resnest
 from resnest.torch.resnet import Bottleneck, ResNet
@@ -23,7 +27,7 @@ from resnest_mm import (CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt,
                         ResNeSt, weights)
 from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import load_pretrained
-from helpers import images, randomize_, rel_err
+from helpers import images, randomize_, rel_err, run, tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,8 +128,7 @@ def ours_source(tmp_path, x):
         ResNeSt(depth=26, radix=4, groups=2, base_width=40, avd_first=True))
     path = tmp_path / 'resnest26.pth'
     torch.save(ours.state_dict(), path)
-    return (stage_outputs(ours, x), path,
-            'ours (resnest_mm, or an mmdet/mmseg ResNeSt backbone)',
+    return (stage_outputs(ours, x), path, weights.LAYOUTS['', 'ours'][0],
             ResNeSt(
                 depth=26, radix=4, groups=2, base_width=40,
                 avd_first=True), [])
@@ -341,10 +344,10 @@ def test_truncated_or_corrupt_file_says_so(resnest14_file, tmp_path, damage):
         load_pretrained(ResNeSt(depth=14, stem_channels=64), bad)
 
 
-@pytest.mark.parametrize(
-    'name, file', [('resnest50', 'resnest50-528c19ca.pth'),
-                   ('open-mmlab://resnest101', 'resnest101-22405ba7.pth'),
-                   ('resnest269', 'resnest269-0cc87c48.pth')])
+@pytest.mark.parametrize('name, file',
+                         [('resnest50', 'resnest50-528c19ca.pth'),
+                          ('resnest101', 'resnest101-22405ba7.pth'),
+                          ('resnest269', 'resnest269-0cc87c48.pth')])
 def test_short_name_offline_says_which_file_to_put_where(
         offline_hub, name, file):
     url = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
@@ -419,3 +422,328 @@ def test_convert_weights_tool_writes_our_layout_and_verifies(tmp_path):
         assert rel_err(
             stage_outputs(ours, x)[-1], authors_layer4(theirs.eval(),
                                                        x)) <= 1e-5
+
+
+@pytest.fixture(scope='module')
+def authors14():
+    """The authors' own classes at depth 14 (one block per stage), random
+    weights, in eval mode; an input and their stage-4 output for it."""
+    theirs = randomize_(
+        ResNet(
+            Bottleneck, [1, 1, 1, 1],
+            radix=2,
+            groups=1,
+            bottleneck_width=64,
+            deep_stem=True,
+            stem_width=32,
+            avg_down=True,
+            avd=True)).eval()
+    x = images((2, 3, 32, 32))
+    with torch.no_grad():
+        return theirs.state_dict(), x, authors_layer4(theirs, x)
+
+
+def assert_gives(model, authors14):
+    """``model``'s stage-4 output is the authors' network's."""
+    _, x, expected = authors14
+    assert rel_err(stage_outputs(model, x)[-1], expected) <= 1e-5
+
+
+def openmmlab_d2_file(state_dict):
+    """OpenMMLab's ``resnest*_d2`` files as they were made (mmdet issue 5056):
+    the authors' weights with ``conv1.*`` -> ``stem.*``, ``bn1.*`` ->
+    ``stem.7.*``, ``fc`` and ``num_batches_tracked`` dropped, under
+    ``state_dict`` next to an empty ``meta``."""
+    converted = {}
+    for key, value in state_dict.items():
+        if key.endswith('num_batches_tracked') or key.startswith('fc.'):
+            continue
+        if key.startswith('conv1.'):
+            key = 'stem.' + key[len('conv1.'):]
+        elif key.startswith('bn1.'):
+            key = 'stem.7.' + key[len('bn1.'):]
+        converted[key] = value
+    return dict(meta=dict(), state_dict=converted)
+
+
+OPENMMLAB_FILES = {
+    'resnest50': 'resnest50_d2-7497a55b.pth',
+    'resnest101': 'resnest101_d2-f3b931b2.pth',
+    'resnest200': 'resnest200_d2-ca88e41f.pth',
+}
+
+
+@pytest.fixture
+def mmengine_home(tmp_path, monkeypatch):
+    """mmengine's home (its open_mmlab.json overrides) in tmp_path."""
+    home = tmp_path / 'mmengine'
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    return home
+
+
+@pytest.mark.parametrize('name', sorted(OPENMMLAB_FILES))
+@pytest.mark.parametrize('scheme', ['open-mmlab://', 'openmmlab://'])
+def test_openmmlab_name_is_openmmlabs_file_offline_names_url_and_path(
+        offline_hub, mmengine_home, name, scheme):
+    """The URL is mmengine's (its openmmlab.json), OpenMMLab's own copy, not
+    the authors' release; it is cached where mmengine's load_url caches."""
+    url = ('https://download.openmmlab.com/pretrain/third_party/'
+           f'{OPENMMLAB_FILES[name]}')
+    assert get_external_models()[name] == url
+    with pytest.raises(FileNotFoundError) as info:
+        weights.resolve_checkpoint(scheme + name)
+    assert f'could not download {url}' in str(info.value)
+    assert (f'put it at {offline_hub / OPENMMLAB_FILES[name]} '
+            '(the torch hub cache' in str(info.value))
+
+
+def test_openmmlab_file_in_the_cache_is_what_mmengine_reads_and_loads(
+        offline_hub, mmengine_home, authors14):
+    """An ``open-mmlab://resnest50`` file put where the offline message
+    says: mmengine's own loader reads it from there without a download, and
+    ours reads the same file through the layout detection, giving the
+    outputs of the authors' network it was converted from (a ResNeSt-14
+    here: the name only says where the file is)."""
+    state_dict = authors14[0]
+    offline_hub.mkdir(parents=True)
+    torch.save(
+        openmmlab_d2_file(state_dict),
+        offline_hub / OPENMMLAB_FILES['resnest50'])
+    from_mmengine = CheckpointLoader.load_checkpoint('open-mmlab://resnest50')
+    assert torch.equal(from_mmengine['state_dict']['stem.7.weight'],
+                       state_dict['bn1.weight'])
+
+    ours = ResNeSt(depth=14, stem_channels=64)
+    report = load_pretrained(ours, 'open-mmlab://resnest50')
+    assert report.layout == weights.LAYOUTS['', 'ours'][0]
+    assert report.missing == [] and report.unexpected == []
+    assert_gives(ours, authors14)
+
+
+def test_openmmlab_name_follows_mmengines_user_table(mmengine_home,
+                                                     resnest14_file):
+    """$MMENGINE_HOME/open_mmlab.json overrides mmengine's table; a path
+    there is relative to mmengine's home, as in load_from_openmmlab."""
+    state_dict, path = resnest14_file
+    mmengine_home.mkdir()
+    (mmengine_home / 'mine.pth').write_bytes(path.read_bytes())
+    (mmengine_home / 'open_mmlab.json').write_text(
+        json.dumps({'resnest50': 'mine.pth'}))
+    assert weights.resolve_checkpoint('open-mmlab://resnest50') == str(
+        mmengine_home / 'mine.pth')
+    with pytest.raises(FileNotFoundError, match='not in mmengine'):
+        weights.resolve_checkpoint('open-mmlab://resnest999')
+
+
+# The authors' detectron2 names, from zhanghang1989/detectron2-ResNeSt:
+# detectron2/modeling/backbone/resnet.py (BasicStem with deep_stem: conv1_1,
+# conv1_2, conv1_3, each a detectron2 Conv2d owning its norm as ``.norm``;
+# BottleneckBlock: conv1, conv2, conv3, shortcut; stages res2..res5; the
+# classifier ``linear``) and splat.py (SplAtConv2d: conv, bn0, fc1, bn1, fc2).
+D2_STEM = {
+    'conv1.0': 'stem.conv1_1',
+    'conv1.1': 'stem.conv1_1.norm',
+    'conv1.3': 'stem.conv1_2',
+    'conv1.4': 'stem.conv1_2.norm',
+    'conv1.6': 'stem.conv1_3',
+    'bn1': 'stem.conv1_3.norm',
+    'fc': 'linear'
+}
+D2_BLOCK = {
+    'bn1': 'conv1.norm',
+    'bn3': 'conv3.norm',
+    'downsample.1': 'shortcut',
+    'downsample.2': 'shortcut.norm'
+}
+# Every key of the first block of res2 (ResNeSt-50), written from that source.
+D2_FIRST_BLOCK_KEYS = sorted([
+    f'res2.0.{m}.weight' for m in ('conv1', 'conv2.conv', 'conv3', 'shortcut')
+] + [
+    f'res2.0.conv2.{m}.{p}' for m in ('fc1', 'fc2') for p in ('weight', 'bias')
+] + [
+    f'res2.0.{m}.{p}' for m in ('conv1.norm', 'conv2.bn0', 'conv2.bn1',
+                                'conv3.norm', 'shortcut.norm')
+    for p in ('weight', 'bias', 'running_mean', 'running_var')
+])
+
+
+def to_detectron2(state_dict):
+    """The authors' torch keys -> their detectron2 keys (tables above)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith('num_batches_tracked'):
+            continue  # detectron2's FrozenBatchNorm2d has none
+        module, _, param = key.rpartition('.')
+        match = re.match(r'layer(\d)\.(\d+)\.(.*)', module)
+        if match:
+            stage, index, inner = match.groups()
+            module = (f'res{int(stage) + 1}.{index}.'
+                      f'{D2_BLOCK.get(inner, inner)}')
+        else:
+            module = D2_STEM[module]
+        out[f'{module}.{param}'] = value
+    return out
+
+
+def test_detectron2_keys_are_those_of_the_authors_source():
+    d2 = to_detectron2(resnest.resnest50().state_dict())
+    assert sorted(k for k in d2
+                  if k.startswith('res2.0.')) == D2_FIRST_BLOCK_KEYS
+    assert d2['res2.0.conv2.conv.weight'].shape == (128, 32, 3, 3)
+    assert d2['stem.conv1_3.norm.weight'].shape == (64, )
+
+
+@pytest.mark.parametrize('wrapped', ['imagenet', 'detector', 'backbone'])
+def test_detectron2_layouts_load_to_the_authors_outputs(
+        tmp_path, wrapped, authors14):
+    """The authors' resnest*_detectron ImageNet files (their classifier
+    under ``backbone.bottom_up.``), a detectron2-ResNeSt detector (inside
+    ``model``, with FPN and heads) and a bare detectron2 backbone. Their
+    detectron2 blocks compute what their torch blocks do at the strides of
+    detection (splat.py is their SplAtConv2d; avd after conv2 where the
+    stride is 2), so the reference is their torch network."""
+    d2 = to_detectron2(authors14[0])
+    if wrapped == 'backbone':
+        d2 = {k: v for k, v in d2.items() if not k.startswith('linear.')}
+        checkpoint, layout = d2, weights.LAYOUTS['', 'detectron2'][0]
+        dropped = []
+    else:
+        d2 = {f'backbone.bottom_up.{k}': v for k, v in d2.items()}
+        dropped = [
+            'backbone.bottom_up.linear.weight',
+            'backbone.bottom_up.linear.bias'
+        ]
+        if wrapped == 'detector':
+            d2.update({
+                'backbone.fpn_lateral2.weight':
+                torch.zeros(1),
+                'roi_heads.box_predictor.cls_score.weight':
+                torch.zeros(1)
+            })
+            dropped += [
+                'backbone.fpn_lateral2.weight',
+                'roi_heads.box_predictor.cls_score.weight'
+            ]
+            d2 = dict(model=d2, iteration=90000)
+        checkpoint = d2
+        layout = weights.LAYOUTS['backbone.bottom_up.', 'detectron2'][0]
+    path = tmp_path / 'resnest14_detectron.pth'
+    torch.save(checkpoint, path)
+    ours = ResNeSt(depth=14, stem_channels=64)
+    report = load_pretrained(ours, path)
+    assert report.layout == layout
+    assert sorted(report.dropped) == sorted(dropped)
+    assert report.missing == [] and report.unexpected == []
+    assert_gives(ours, authors14)
+
+
+def test_detectron2_dcn_offsets_map_to_ours_or_are_reported(tmp_path):
+    """detectron2-ResNeSt's DCN block (resnet.py DeformBottleneckBlock) has
+    ``conv2_offset``, a conv grouped by deformable group, where mmcv's
+    ``conv_offset`` is dense: it loads as the dense conv that computes the
+    same offsets (and masks: both chunk them as offset_x, offset_y, mask)."""
+    dcn = dict(
+        dcn=dict(type='DCNv2', deform_groups=2, fallback_on_stride=False),
+        stage_with_dcn=(False, True, True, True))
+    source = randomize_(ResNeSt(depth=14, stem_channels=64, **dcn))
+    state_dict = {}
+    grouped = {}
+    for key, value in source.state_dict().items():
+        if '.conv_offset.' in key:
+            block = key.split('.conv2.')[0]
+            if key.endswith('weight'):  # (27 * 2, C / 2, 3, 3), random
+                value = torch.randn(value.shape[0], value.shape[1] // 2, 3,
+                                    3) * 0.01
+                grouped[block] = value
+            key = f'{block}.conv2_offset.{key.rsplit(".", 1)[1]}'
+        state_dict[key] = value
+    d2 = {}
+    for key, value in state_dict.items():  # ours -> detectron2
+        key = re.sub(r'^layer(\d)', lambda m: f'res{int(m[1]) + 1}', key)
+        block = re.match(r'(res\d\.\d+)\.(.*)\.(\w+)$', key)
+        if block and block[2] in D2_BLOCK:
+            key = f'{block[1]}.{D2_BLOCK[block[2]]}.{block[3]}'
+        key = re.sub(
+            r'^stem\.(\d)\.', lambda m: 'stem.conv1_{}.{}'.format(
+                int(m[1]) // 3 + 1, 'norm.' if int(m[1]) % 3 else ''), key)
+        d2[f'backbone.bottom_up.{key}'] = value
+    assert 'backbone.bottom_up.res3.0.conv2_offset.weight' in d2
+    path = tmp_path / 'd2_dcn.pth'
+    torch.save(dict(model=d2), path)
+
+    ours = ResNeSt(depth=14, stem_channels=64, **dcn)
+    report = load_pretrained(ours, path)
+    assert report.missing == [] and report.unexpected == []
+    assert_holds(ours, {
+        k: v
+        for k, v in source.state_dict().items() if '.conv_offset.' not in k
+    })
+    for block, weight in grouped.items():
+        offset_conv = ours.get_submodule(block).conv2.conv.conv_offset
+        x = torch.randn(1, offset_conv.in_channels, 8, 8)
+        expected = torch.nn.functional.conv2d(
+            x,
+            weight,
+            offset_conv.bias,
+            offset_conv.stride,
+            offset_conv.padding,
+            offset_conv.dilation,
+            groups=2)
+        assert rel_err(offset_conv(x), expected) <= 1e-6
+
+    plain = load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
+    assert len(plain.unexpected) == 6 and all('.conv2.conv.conv_offset.' in k
+                                              for k in plain.unexpected)
+
+
+@pytest.mark.parametrize('layout', [('', 'authors'),
+                                    ('backbone.bottom_up.', 'detectron2')])
+def test_safetensors_files_load_in_their_layout(tmp_path, layout, authors14):
+    """timm's and other hubs' weights ship as .safetensors: a flat state
+    dict in any accepted layout."""
+    state_dict = authors14[0]
+    if layout[1] == 'detectron2':
+        state_dict = {
+            f'backbone.bottom_up.{k}': v
+            for k, v in to_detectron2(state_dict).items()
+        }
+    path = tmp_path / 'model.safetensors'
+    safetensors.torch.save_file(state_dict, str(path))
+    ours = ResNeSt(depth=14, stem_channels=64)
+    report = load_pretrained(ours, path)
+    assert report.layout == weights.LAYOUTS[layout][0]
+    assert report.missing == [] and report.unexpected == []
+    assert_gives(ours, authors14)
+
+
+def test_safetensors_without_the_package_or_damaged_says_so(
+        resnest14_file, tmp_path, monkeypatch):
+    state_dict, _ = resnest14_file
+    path = tmp_path / 'resnest14.safetensors'
+    safetensors.torch.save_file(state_dict, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(
+            CorruptCheckpointError,
+            match='is not a readable .safetensors file'):
+        load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
+    monkeypatch.setitem(sys.modules, 'safetensors.torch', None)
+    with pytest.raises(ImportError, match='pip install safetensors'):
+        load_pretrained(ResNeSt(depth=14, stem_channels=64), path)
+
+
+def test_convert_weights_tool_reads_a_detectron2_safetensors_file(
+        tmp_path, authors14):
+    src, dst = tmp_path / 'resnest14_detectron.safetensors', tmp_path / 'o.pth'
+    safetensors.torch.save_file(
+        {
+            f'backbone.bottom_up.{k}': v
+            for k, v in to_detectron2(authors14[0]).items()
+        }, str(src))
+    out = run(tool('convert_weights.py') + [str(src), str(dst), '--verify'])
+    layout = weights.LAYOUTS['backbone.bottom_up.', 'detectron2'][0]
+    assert f'layout:     {layout}\n' in out
+    assert 'verify:     skipped, no independent implementation' in out
+    ours = ResNeSt(depth=14, stem_channels=64)
+    ours.load_state_dict(torch.load(dst, weights_only=True))  # strict
+    assert_gives(ours, authors14)

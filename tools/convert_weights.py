@@ -4,8 +4,10 @@ what was found.
     python tools/convert_weights.py SRC DST [--verify] [--size 224]
 
 SRC is a file in any layout that ``resnest_mm`` accepts (the authors'
-release / timm, mmpretrain, an mmdet or mmseg model, ours), an http(s) URL or
-a short name (``resnest50``, ``open-mmlab://resnest101``, ...). DST gets a
+release / timm, mmpretrain, an mmdet or mmseg model, ours, the authors'
+detectron2 files and detectron2 models; ``.pth`` or ``.safetensors``), an
+http(s) URL or a short name (``resnest50``, ``open-mmlab://resnest101``,
+...). DST gets a
 plain state dict in our keys (also mmdet's and mmseg's), which
 ``torch.load(weights_only=True)`` reads anywhere. ``--verify`` builds the
 source's own implementation where it is importable, loads SRC into it
@@ -24,7 +26,7 @@ from resnest_mm import ResNeSt, load_checkpoint_safely
 from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import (convert_checkpoint, key_summary,
                                 load_converted, read_architecture,
-                                resolve_checkpoint)
+                                resolve_checkpoint, state_dict_of)
 
 TOLERANCE = 1e-4  # fp32, relative to the largest output
 
@@ -76,7 +78,7 @@ def main(argv=None):
 def verify(converted, checkpoint, arch, ours, size):
     """Compare stage-4 outputs with the source's implementation; 0 if they
     agree."""
-    source_state_dict = checkpoint.get('state_dict', checkpoint)
+    source_state_dict = state_dict_of(checkpoint)
     try:
         name, reference, forward = build_reference(converted, arch,
                                                    source_state_dict)
@@ -111,6 +113,8 @@ def build_reference(converted, arch, source_state_dict):
         for k, v in source_state_dict.items() if k.startswith(converted.prefix)
     }
     kwargs = arch.model_kwargs()
+    if converted.scheme == 'detectron2':
+        raise ImportError("the authors' detectron2 fork is not a package")
     if converted.scheme == 'authors':
         from resnest.torch.resnet import Bottleneck, ResNet
         name = "the authors' resnest package"

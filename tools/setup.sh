@@ -93,9 +93,9 @@ fi
 # 7. What only tools/ needs (requirements/tools.txt): cityscapesscripts (the official
 #    Cityscapes label table and polygon drawing, for tools/convert_cityscapes.py and the
 #    demo data); ONNX export and its check (tools/export_onnx.py: torch's exporter needs
-#    onnxscript, the check runs the graph in onnxruntime).
-if ! { locked cityscapesscripts onnx onnxruntime onnxscript && have 'import cityscapesscripts.preparation.json2labelImg, onnx, onnxruntime, onnxscript'; }; then
-  step "installing the tools' packages: cityscapesscripts $(pin cityscapesscripts), onnx $(pin onnx), onnxruntime $(pin onnxruntime), onnxscript $(pin onnxscript)"
+#    onnxscript, the check runs the graph in onnxruntime); safetensors (.safetensors weights).
+if ! { locked cityscapesscripts onnx onnxruntime onnxscript safetensors && have 'import cityscapesscripts.preparation.json2labelImg, onnx, onnxruntime, onnxscript, safetensors'; }; then
+  step "installing the tools' packages: cityscapesscripts $(pin cityscapesscripts), onnx $(pin onnx), onnxruntime $(pin onnxruntime), onnxscript $(pin onnxscript), safetensors $(pin safetensors)"
   pip_install "tools' packages" "$NET_FIX" -r requirements/tools.txt "${LOCK[@]}"
 fi
 

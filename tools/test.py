@@ -8,6 +8,10 @@ the config.
 ``--out``: detection dumps predictions to a .pkl file (as mmdet); segmentation
 writes predicted label maps to that folder (as mmseg). ``--show-dir``: painted
 predictions, next to the ground truth, under the run's log folder.
+
+CHECKPOINT is a path or an http(s) URL (e.g. a model zoo's checkpoint): a URL
+is downloaded once into the torch hub cache, as mmengine does; offline, the
+error names the URL and where to put the file.
 """
 import argparse
 import os
@@ -21,12 +25,13 @@ from resnest_mm.tooling.runner_setup import (add_common_args,
                                              finish_distributed, load_config,
                                              parse_args, setup_distributed,
                                              task_of)
+from resnest_mm.weights import download_checkpoint
 
 
 def get_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
     parser.add_argument('--work-dir', help='the dir to save the metrics')
     parser.add_argument(
         '--out',
@@ -60,10 +65,13 @@ def main():
     args = get_args()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     task = task_of(cfg)
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    checkpoint = args.checkpoint
+    if checkpoint.startswith(('http://', 'https://')):
+        checkpoint = download_checkpoint(checkpoint)
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     check_datasets(cfg, splits=('test', ))
-    cfg.load_from = args.checkpoint
+    cfg.load_from = checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args, task)
     if args.out and task == 'segmentation':
