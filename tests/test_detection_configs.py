@@ -1,14 +1,17 @@
 """Every detection config builds our backbone and runs a loss and a predict
 forward."""
+import copy
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmcv.ops import ModulatedDeformConv2dPack
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from PIL import Image
 
 import resnest_mm
 from resnest_mm.tooling.runner_setup import build_model
@@ -69,7 +72,7 @@ def test_dcn_configs_only_add_dcnv2_to_stages_2_to_4(name):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
-def test_config_builds_ours_and_runs(path):
+def test_config_builds_ours_and_runs(path, tmp_path):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports['imports'] == ['resnest_mm']
     backbone = cfg.model.backbone
@@ -121,6 +124,37 @@ def test_config_builds_ours_and_runs(path):
     else:
         assert 'bboxes' in results[0].pred_instances
         assert ('masks' in results[0].pred_instances) == with_mask
+    if 'tta_model' in cfg:
+        _predicts_with_tta(cfg, model, tmp_path)
+
+
+def _predicts_with_tta(cfg, model, tmp_path):
+    """The config's ``tta_model`` and ``tta_pipeline`` (what ``--tta``
+    runs) merge the augmented predictions of one image; the pipeline's
+    scales are shrunk from about 1333 px to tens (speed)."""
+    from mmdet.registry import MODELS
+    from mmengine.dataset import Compose, pseudo_collate
+    tta = MODELS.build(dict(**cfg.tta_model, module=model))
+    pipeline = copy.deepcopy(cfg.tta_pipeline)
+    resizes = pipeline[-1]['transforms'][0]
+    assert len(resizes) == 3 and len(pipeline[-1]['transforms'][1]) == 2
+    for resize, size in zip(resizes, (32, 48, 64)):
+        resize['scale'] = (size, size)
+    image = tmp_path / 'image.png'
+    Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (80, 64, 3),
+                                          np.uint8)).save(image)
+    augmented = Compose(pipeline)(
+        dict(
+            img_path=str(image),
+            img_id=0,
+            instances=[dict(bbox=[4, 4, 40, 40], bbox_label=0,
+                            ignore_flag=0)]))
+    assert len(augmented['inputs']) == 6  # 3 scales x flipped or not
+    [merged] = tta.test_step(pseudo_collate([augmented]))
+    boxes = merged.pred_instances.bboxes
+    assert len(boxes) <= cfg.tta_model.tta_cfg.max_per_img
+    assert (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 80).all()  # original
 
 
 def test_s200_backbone_trains_with_checkpointing():
