@@ -180,7 +180,7 @@ def test_s200_backbone_trains_with_checkpointing():
 
 def _fewer_proposals(model_cfg):
     model_cfg.train_cfg.rpn_proposal.max_per_img = 64
-    model_cfg.test_cfg.rpn.max_per_img = 64
+    model_cfg.test_cfg.rpn.max_per_img = 16
     rcnn = model_cfg.train_cfg.rcnn
     for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
         stage.sampler.num = 8
