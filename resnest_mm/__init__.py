@@ -5,12 +5,15 @@ mmdet's and mmseg's model registries (whichever are installed), and lets
 ``torch.load(weights_only=True)`` read mmengine's checkpoints (see
 :mod:`resnest_mm.safe_load`), which fixes resuming and testing under
 torch >= 2.6.
+It also registers ``PreciseBNHook`` (:mod:`resnest_mm.precise_bn`) in
+mmengine's hook registry.
 """
 # First import: it checks mmcv and mmengine, so that a missing or unfit one
 # gets an error that says what to install, not a bare ImportError.
 from . import dependencies  # noqa: F401
 from .backbone import ResNeSt
 from .bottleneck import ResNeStBottleneck
+from .precise_bn import PreciseBNHook, recompute_bn_stats
 from .registration import MMDetResNeSt, MMSegResNeSt, register_all
 from .releases import (RELEASES, build_release, resnest50,
                        resnest50_fast_1s1x64d, resnest50_fast_1s2x40d,
@@ -34,7 +37,7 @@ __all__ = [
     'resnest50_fast_2s1x64d', 'resnest50_fast_4s1x64d',
     'resnest50_fast_1s2x40d', 'resnest50_fast_2s2x40d',
     'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d', '__version__',
-    'version_info'
+    'version_info', 'PreciseBNHook', 'recompute_bn_stats'
 ]
 
 REGISTERED_SCOPES = register_all()

@@ -9,6 +9,7 @@ import functools
 import http.server
 import os
 import pickle
+import re
 import socket
 import sys
 import threading
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from resnest_mm.tooling.demo_data import make_coco_shapes
+from resnest_mm.tooling.demo_data import (make_coco_panoptic_shapes,
+                                          make_coco_shapes)
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
 from helpers import ROOT, kill_when, run, run_unchecked, tool
@@ -36,7 +38,7 @@ val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                       dataset=dict(data_root=data_root, {val_dataset}))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    ann_file=data_root + 'annotations/instances_val2017.json', {evaluator})
+    ann_file=data_root + 'annotations/{annotations}_val2017.json', {evaluator})
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 param_scheduler = [
@@ -61,8 +63,12 @@ def tiny_config(tmp_path,
                 extra='',
                 train_dataset='',
                 val_dataset='',
-                evaluator=''):
-    """A config that trains ``base`` on the tiny data for a few iterations."""
+                evaluator='',
+                annotations='instances'):
+    """A config that trains ``base`` on the tiny data for a few iterations.
+
+    ``annotations``: the evaluator's, ``instances`` or ``panoptic``.
+    """
     path = tmp_path / f'tiny_{Path(base).stem}.py'
     path.write_text(
         TINY.format(
@@ -73,7 +79,8 @@ def tiny_config(tmp_path,
             extra=extra,
             train_dataset=train_dataset,
             val_dataset=val_dataset,
-            evaluator=evaluator))
+            evaluator=evaluator,
+            annotations=annotations))
     return str(path)
 
 
@@ -223,6 +230,99 @@ resize = dict(type='Resize', scale=(64, 64), keep_ratio=True)
             str(tmp_path / 'work')
         ])
     assert 'coco/segm_mAP:' in out and 'coco/bbox_mAP:' in out
+
+
+@pytest.mark.parametrize('name', [
+    'retinanet_s50_fpn_syncbn-backbone_1x_coco.py',
+    'fcos_s50_fpn_syncbn-backbone_gn-head_1x_coco.py'
+])
+def test_one_stage_detector_end_to_end(tmp_path, data_root, name):
+    """The RetinaNet and FCOS recipes, shrunk like the demo: train and report
+    box AP."""
+    extra = '''
+classes = ('circle', 'square', 'triangle')
+model = dict(
+    backbone=dict(depth=14, frozen_stages=-1, init_cfg=None),
+    bbox_head=dict(num_classes=3),
+    test_cfg=dict(score_thr=0.0))  # 2 iterations: every score is low
+'''
+    dataset = ('metainfo=dict(classes=classes), '
+               "pipeline=[dict(type='LoadImageFromFile'), "
+               "dict(type='LoadAnnotations', with_bbox=True), "
+               "dict(type='Resize', scale=(64, 64), keep_ratio=True), "
+               "dict(type='PackDetInputs')]")
+    cfg = tiny_config(
+        tmp_path,
+        data_root,
+        base=ROOT / 'configs/detection' / name,
+        epochs=1,
+        extra=extra,
+        train_dataset=dataset + ', indices=2',  # speed: 1 iteration
+        val_dataset=dataset)
+    out = run(tool('train.py') + [cfg, '--work-dir', str(tmp_path / 'work')])
+    assert 'coco/bbox_mAP:' in out and 'coco/bbox_mAP_50:' in out
+
+
+@pytest.fixture(scope='module')
+def panoptic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('coco_panoptic')
+    make_coco_panoptic_shapes(
+        root, num_train=2, num_val=2, image_size=(64, 64))
+    return root
+
+
+PANOPTIC = '''
+classes = ('circle', 'square', 'triangle', 'background')
+metainfo = dict(
+    classes=classes, thing_classes=classes[:3], stuff_classes=classes[3:])
+model = dict(
+    backbone=dict(depth=14, frozen_stages=-1, init_cfg=None),
+    roi_head=dict(
+        bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    semantic_head=dict(num_things_classes=3, num_stuff_classes=1),
+    panoptic_fusion_head=dict(num_things_classes=3, num_stuff_classes=1),
+    train_cfg=dict(
+        rpn_proposal=dict(max_per_img=32), rcnn=dict(sampler=dict(num=8))),
+    # a 64 px image has 4096 pixels: keep stuff segments of 64 or more
+    test_cfg=dict(panoptic=dict(stuff_area_limit=64)))
+# 2 batches from a 1-batch dataset: the hook goes round the data again
+custom_hooks = [dict(type='PreciseBNHook', num_iters=2)]
+'''
+
+
+def test_panoptic_fpn_trains_resumes_and_reports_pq(tmp_path, panoptic_root):
+    """The Panoptic FPN recipe, shrunk like the demo, on the demo data in
+    COCO's panoptic layout: killed after its first checkpoint, resumed,
+    precise BN at the end, then PQ."""
+    dataset = ('metainfo=metainfo, '
+               "pipeline=[dict(type='LoadImageFromFile'), "
+               "dict(type='LoadPanopticAnnotations'), "
+               "dict(type='Resize', scale=(64, 64), keep_ratio=True), "
+               "dict(type='PackDetInputs')]")
+    cfg = tiny_config(
+        tmp_path,
+        panoptic_root,
+        base=ROOT / 'configs/detection/'
+        'panoptic-fpn_s50_fpn_syncbn-backbone+head_ms-3x_coco.py',
+        epochs=2,
+        extra=PANOPTIC,
+        train_dataset=dataset,
+        val_dataset=dataset,
+        evaluator="seg_prefix=data_root + 'annotations/panoptic_val2017/'",
+        annotations='panoptic')
+    work = tmp_path / 'work'
+    kill_when(
+        tool('train.py') + [cfg, '--work-dir', str(work)],
+        lambda: zipfile.is_zipfile(work / 'epoch_1.pth'),
+        tmp_path / 'first.log')
+    assert not (work / 'epoch_2.pth').exists()
+    out = run(tool('train.py') + [cfg, '--work-dir', str(work), '--resume'])
+    assert 'resumed epoch: ' in out
+    updated = re.search(r'PreciseBN: updated (\d+) BatchNorm layers', out)
+    assert updated and int(updated.group(1)) > 0
+    assert 'coco_panoptic/PQ:' in out and 'coco_panoptic/PQ_st:' in out
+    train, _ = read_scalars(work)
+    assert [r['step'] for r in train] == [1, 2]  # 2 images, batch 2
 
 
 def _free_port():

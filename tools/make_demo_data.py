@@ -5,6 +5,8 @@
     python tools/make_demo_data.py ade20k data/ade
                                    # data/ade/ADEChallengeData2016/
     python tools/make_demo_data.py cityscapes data/cityscapes
+    python tools/make_demo_data.py coco_panoptic data/coco
+                                   # panoptic_*2017 beside the instances
 
 Cityscapes, as the real one, then needs its training labels:
 ``python tools/convert_cityscapes.py data/cityscapes``.
@@ -14,12 +16,14 @@ import time
 
 from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
                                           make_cityscapes_scenes,
+                                          make_coco_panoptic_shapes,
                                           make_coco_shapes)
 
 GENERATORS = {
     'coco': make_coco_shapes,
     'ade20k': make_ade20k_scenes,
-    'cityscapes': make_cityscapes_scenes
+    'cityscapes': make_cityscapes_scenes,
+    'coco_panoptic': make_coco_panoptic_shapes,
 }
 
 

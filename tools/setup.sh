@@ -99,6 +99,14 @@ if ! { locked cityscapesscripts onnx onnxruntime onnxscript safetensors && have 
   pip_install "tools' packages" "$NET_FIX" -r requirements/tools.txt "${LOCK[@]}"
 fi
 
+# 7b. COCO's panoptic quality evaluation for mmdet's CocoPanopticMetric
+#    (requirements/panoptic.txt): panopticapi-lite with --no-deps, as it declares
+#    numpy<2 and plotting packages that the evaluation never imports.
+if ! { locked panopticapi-lite && have 'import panopticapi.evaluation'; }; then
+  step "installing COCO's panoptic evaluation: panopticapi-lite $(pin panopticapi-lite)"
+  pip_install "panoptic evaluation" "$NET_FIX" --no-deps -r requirements/panoptic.txt "${LOCK[@]}"
+fi
+
 # 8. The linters, at the revisions OpenMMLab's pre-commit configs use (flake8, isort,
 #    yapf; requirements/lint.txt).
 if ! { locked flake8 isort yapf && have 'import flake8, isort, yapf'; }; then

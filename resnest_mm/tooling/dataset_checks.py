@@ -285,9 +285,112 @@ def _layout_fix(root, folder, layout, source):
             f'{source}')
 
 
+COCO_PANOPTIC_SOURCE = (
+    'Download panoptic_annotations_trainval2017.zip from '
+    'https://cocodataset.org/#download (with the train2017/val2017 images), '
+    'unzip it into data/coco/, then unzip '
+    'annotations/panoptic_{train,val}2017.zip inside data/coco/annotations/; '
+    'or make demo data with: '
+    'python tools/make_demo_data.py coco_panoptic data/coco')
+
+
+def check_coco_panoptic_dataset(dataset, scope='mmdet', max_images_checked=20):
+    """Check a ``CocoPanopticDataset`` config: the panoptic json, the images,
+    a segment PNG per image whose ids its ``segments_info`` names, classes.
+
+    Expects ``annotations/panoptic_{split}2017.json`` and, unzipped from the
+    archive inside it, ``annotations/panoptic_{split}2017/*.png`` (segment
+    id ``R + 256 G + 256^2 B`` per pixel). PNGs are read for the first
+    ``max_images_checked`` images only, which keeps the check to seconds.
+    Returns a one-line summary.
+    """
+    root = dataset.get('data_root') or ''
+    prefix = dataset.get('data_prefix') or {}
+    ann_file = osp.join(root, dataset['ann_file'])
+    img_dir = osp.join(root, prefix.get('img', ''))
+    seg_dir = osp.join(root, prefix.get('seg', ''))
+    hint = (f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
+            f'{COCO_PANOPTIC_SOURCE}')
+    if not osp.isfile(ann_file):
+        raise DatasetError(f'annotation file not found: {ann_file} {hint}')
+    try:
+        with open(ann_file) as f:
+            coco = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(
+            f'{ann_file} is not valid JSON ({err}); is it truncated? '
+            'Download it again.') from None
+    missing = [
+        k for k in ('images', 'annotations', 'categories')
+        if not isinstance(coco, dict) or not isinstance(coco.get(k), list)
+    ]
+    if missing:
+        raise DatasetError(
+            f'{ann_file} is not a COCO panoptic annotation file: it has no '
+            f'{missing} list(s). Expected panoptic_*.json as published by '
+            'COCO (images, annotations, categories).')
+    for entry, keys in ((coco['annotations'][:1], ('image_id', 'file_name',
+                                                   'segments_info')),
+                        (coco['categories'][:1], ('id', 'name', 'isthing'))):
+        if entry and any(k not in entry[0] for k in keys):
+            raise DatasetError(
+                f'{ann_file} is not a COCO panoptic annotation file: '
+                f'entries must have {keys}, got {sorted(entry[0])}; '
+                'is it an instances_*.json?')
+    for folder in (img_dir, seg_dir):
+        if not osp.isdir(folder):
+            raise DatasetError(f'folder not found: {folder} {hint}')
+    segments = {a['image_id']: a for a in coco['annotations']}
+    for image in coco['images'][:max_images_checked]:
+        img_path = osp.join(img_dir, image['file_name'])
+        # the dataset finds an image's PNG by its name, as mmdet does
+        seg_path = osp.join(seg_dir,
+                            image['file_name'].replace('.jpg', '.png'))
+        for path in (img_path, seg_path):
+            if not osp.isfile(path):
+                raise DatasetError(f'{path} not found (listed in {ann_file})')
+        with Image.open(seg_path) as seg, Image.open(img_path) as img:
+            if seg.size != img.size:
+                raise DatasetError(
+                    f'{seg_path} is {seg.size[0]}x{seg.size[1]}, its image '
+                    f'{img_path} {img.size[0]}x{img.size[1]}; they must match')
+            if seg.mode != 'RGB':
+                raise DatasetError(
+                    f'{seg_path} is a {seg.mode} image, not a COCO panoptic '
+                    'segment map (RGB-encoded segment ids)')
+            rgb = np.asarray(seg, dtype=np.int64)
+        ids = set(
+            np.unique(rgb[..., 0] + 256 * rgb[..., 1] +
+                      65536 * rgb[..., 2]).tolist()) - {0}  # 0: void
+        listed = {
+            s['id']
+            for s in segments.get(image['id'], {}).get('segments_info', [])
+        }
+        if ids - listed:
+            raise DatasetError(
+                f'{seg_path} has segment ids {sorted(ids - listed)[:5]} that '
+                f"the segments_info of image {image['id']} in {ann_file} "
+                'does not list; are the PNGs from another split or version?')
+
+    names = [c['name'] for c in coco['categories']]
+    classes = (dataset.get('metainfo') or {}).get('classes') or DATASETS.get(
+        f"{scope}.{dataset['type']}").METAINFO['classes']
+    unknown = [c for c in classes if c not in names]
+    if unknown:
+        raise DatasetError(
+            f'classes {unknown[:10]} of the config are not categories of '
+            f'{ann_file}: {names[:10]}; set the dataset\'s metainfo=dict('
+            'classes=..., thing_classes=..., stuff_classes=...) and the '
+            "heads' class numbers")
+    return (f"{len(coco['images'])} images, "
+            f"{sum(len(a['segments_info']) for a in coco['annotations'])} "
+            f'segments in {ann_file}')
+
+
 #: dataset type -> its check; other types are not checked
 CHECKS = {
     'CocoDataset': check_coco_dataset,
     'ADE20KDataset': check_ade20k_dataset,
     'CityscapesDataset': check_cityscapes_dataset,
+    'CocoPanopticDataset': check_coco_panoptic_dataset,
 }

@@ -1,0 +1,138 @@
+"""Precise BN: BatchNorm statistics recomputed over many training batches.
+
+During training each BatchNorm keeps an exponential moving average of batch
+statistics, dominated by the last few dozen batches and computed while the
+weights were still moving. detectron2's ``TEST.PRECISE_BN`` (200 batches,
+the authors' large recipes turn it on) recomputes them with the final weights,
+as a plain average over many batches; mmengine has no such hook, so this is
+it. ``custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]``.
+"""
+from itertools import islice
+
+import torch
+from mmengine.dist import all_reduce
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def recompute_bn_stats(model, batches, num_iters, logger=None):
+    """Set the running statistics of every BatchNorm that trains to their
+    average over ``num_iters`` batches.
+
+    As detectron2's (fvcore's ``update_bn_stats``): each batch's statistics
+    are what BN normalises that batch with in training (per-channel mean and
+    unbiased variance of its input, ``(C,)``), averaged cumulatively over the
+    batches. Only norms in training mode after ``model.train()`` change:
+    frozen stages and ``norm_eval`` norms keep theirs, as training kept them.
+    Weights are not touched (forwards run under ``no_grad``).
+
+    Args:
+        model: an mmengine ``BaseModel``; ``batches`` are what its
+            ``data_preprocessor`` takes (a dataloader's items), and each runs
+            through ``mode='loss'`` as in training.
+        batches: an iterable of at least ``num_iters`` batches.
+        num_iters: how many batches to average over.
+
+    Returns:
+        The number of BatchNorm layers updated.
+    """
+    was_training = model.training
+    model.train()
+    norms = [
+        m for m in model.modules() if isinstance(m, _BatchNorm) and m.training
+    ]
+    momenta = [m.momentum for m in norms]
+    means = [torch.zeros_like(m.running_mean) for m in norms]
+    variances = [torch.zeros_like(m.running_var) for m in norms]
+    for m in norms:
+        m.momentum = 1.0  # running statistics := those of the last batch
+    seen = 0
+    try:
+        with torch.no_grad():
+            for seen, data in enumerate(islice(batches, num_iters), 1):
+                data = model.data_preprocessor(data, True)
+                if isinstance(data, dict):
+                    model(**data, mode='loss')
+                else:
+                    model(*data, mode='loss')
+                for m, mean, var in zip(norms, means, variances):
+                    mean += (m.running_mean - mean) / seen
+                    var += (m.running_var - var) / seen
+                if logger is not None and seen % 50 == 0:
+                    logger.info(f'PreciseBN: {seen}/{num_iters} batches')
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    if seen < num_iters:
+        raise ValueError(f'PreciseBN needs {num_iters} batches, the data '
+                         f'gave {seen}; lower num_iters')
+    for m, mean, var in zip(norms, means, variances):
+        # plain BN under DDP saw only its own rank's batches (SyncBN's
+        # statistics are already global: averaging them changes nothing);
+        # in place, and nothing when not distributed
+        all_reduce(mean, op='mean')
+        all_reduce(var, op='mean')
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+    return len(norms)
+
+
+def _endless(loader):
+    """The loader's batches, epoch after epoch."""
+    if len(loader) == 0:
+        raise ValueError('PreciseBN: the training dataloader is empty')
+    while True:
+        yield from loader
+
+
+@HOOKS.register_module()
+class PreciseBNHook(Hook):
+    """Recompute BatchNorm statistics over ``num_iters`` training batches at
+    the end of training, and every ``interval`` epochs (iterations for an
+    iteration-based loop) if ``interval`` > 0.
+
+    detectron2 runs it before each evaluation and at the last iteration; its
+    recipes evaluate only at the end, so the default (``interval=0``) is the
+    end only. Priority ``ABOVE_NORMAL``: it runs before ``CheckpointHook``
+    saves, so the checkpoint (and the evaluation after it) holds the precise
+    statistics.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self, num_iters=200, interval=0):
+        if num_iters < 1 or interval < 0:
+            raise ValueError(
+                f'PreciseBNHook needs num_iters >= 1 and interval >= 0, got '
+                f'num_iters={num_iters}, interval={interval}')
+        self.num_iters = num_iters
+        self.interval = interval
+
+    def after_train_epoch(self, runner):
+        if (self.interval and self.every_n_epochs(runner, self.interval)
+                or self.is_last_train_epoch(runner)):
+            self._recompute(runner)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None):
+        if isinstance(runner.train_loop, EpochBasedTrainLoop):
+            return  # after_train_epoch's
+        if (self.interval and self.every_n_train_iters(runner, self.interval)
+                or self.is_last_train_iter(runner)):
+            self._recompute(runner)
+
+    def _recompute(self, runner):
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        runner.logger.info(f'PreciseBN: recomputing BatchNorm statistics '
+                           f'over {self.num_iters} training batches')
+        updated = recompute_bn_stats(model, _endless(runner.train_dataloader),
+                                     self.num_iters, runner.logger)
+        runner.logger.info(f'PreciseBN: updated {updated} BatchNorm layers')
