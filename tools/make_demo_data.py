@@ -5,6 +5,8 @@
     python tools/make_demo_data.py ade20k data/ade
                                    # data/ade/ADEChallengeData2016/
     python tools/make_demo_data.py cityscapes data/cityscapes
+    python tools/make_demo_data.py pascal_context data
+                                   # data/VOCdevkit/VOC2010/
 
 Cityscapes, as the real one, then needs its training labels:
 ``python tools/convert_cityscapes.py data/cityscapes``.
@@ -14,12 +16,14 @@ import time
 
 from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
                                           make_cityscapes_scenes,
-                                          make_coco_shapes)
+                                          make_coco_shapes,
+                                          make_pascal_context_scenes)
 
 GENERATORS = {
     'coco': make_coco_shapes,
     'ade20k': make_ade20k_scenes,
-    'cityscapes': make_cityscapes_scenes
+    'cityscapes': make_cityscapes_scenes,
+    'pascal_context': make_pascal_context_scenes
 }
 
 
