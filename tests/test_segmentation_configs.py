@@ -2,9 +2,12 @@
 predict forward."""
 from pathlib import Path
 
+import mmseg
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
@@ -15,15 +18,52 @@ from resnest_mm.tooling.runner_setup import build_model
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(ROOT.glob('configs/segmentation/**/*.py'))
 REAL = [p for p in CONFIGS if 'demo' not in p.parts]
+#: the authors' PyTorch-Encoding recipes (crop 480); the others are mmseg's
+AUTHORS = [p for p in REAL if '480x480' in p.name]
+MMSEG = [p for p in REAL if p not in AUTHORS]
 #: dataset -> (crop size, iterations, images per batch on 4 GPUs), as the
 #: reference
 RECIPES = {
     'ade20k': ((512, 512), 160_000, 16),
     'cityscapes': ((512, 1024), 80_000, 8)
 }
+#: dataset -> (training images, epochs, lr of the backbone) of the authors'
+#: experiments/segmentation/train.py (PyTorch-Encoding) at 16 per batch
+AUTHORS_RECIPES = {
+    'pascal-context-59': (4_998, 80, 0.001),
+    'ade20k': (20_210, 180, 0.004)
+}
+#: dataset in a config's name -> (number of classes, mmseg's dataset base)
+DATASETS = {
+    'ade20k': (150, 'ade20k.py'),
+    'cityscapes': (19, 'cityscapes.py'),
+    'pascal-context-59': (59, 'pascal_context_59.py')
+}
+MMSEG_DATASET_BASES = Path(
+    mmseg.__file__).parent / '.mim/configs/_base_/datasets'
 
 
-def test_the_ten_reference_configs_are_there():
+def dataset_of(path):
+    [dataset] = [d for d in DATASETS if f'_{d}-' in path.name]
+    return dataset
+
+
+def assert_backbone_is_the_named_release(path, backbone):
+    """Depth, stem width and ImageNet weights are those of the name's
+    ``s<depth>``."""
+    depth = int(path.name.split('_s')[1].split('-')[0])
+    release = RELEASES[f'resnest{depth}']  # the weights it starts from
+    assert backbone.type == 'ResNeSt' and backbone.depth == depth
+    assert backbone.stem_channels == release['stem_channels']
+    # one source of weights: the authors' ImageNet release, by short name
+    assert backbone.init_cfg == dict(
+        type='Pretrained', checkpoint=f'resnest{depth}')
+    assert (backbone.strides, backbone.dilations) == ((1, 2, 1, 1), (1, 1, 2,
+                                                                     4))
+    assert backbone.contract_dilation and not backbone.norm_eval
+
+
+def test_the_reference_configs_are_there():
     expected = {
         f'resnest_s{depth}-d8_deeplabv3_{schedule}.py'
         for depth in (50, 101) for schedule in ('4xb4-160k_ade20k-512x512',
@@ -35,27 +75,25 @@ def test_the_ten_reference_configs_are_there():
         for schedule in ('4xb4-160k_ade20k-512x512',
                          '4xb2-80k_cityscapes-512x1024')
     }
+    # the authors' PyTorch-Encoding DeepLabV3 zoo
+    expected |= {
+        f'resnest_s{depth}-d8_deeplabv3_4xb4-25k_pascal-context-59-480x480.py'
+        for depth in (50, 101, 200, 269)
+    }
+    expected |= {
+        f'resnest_s{depth}-d8_deeplabv3_4xb4-227k_ade20k-480x480.py'
+        for depth in (200, 269)
+    }
     assert {p.name for p in REAL} == expected
 
 
-@pytest.mark.parametrize('path', REAL, ids=lambda p: p.stem)
+@pytest.mark.parametrize('path', MMSEG, ids=lambda p: p.stem)
 def test_config_is_the_reference_recipe(path):
     cfg = Config.fromfile(path)
-    dataset = 'ade20k' if 'ade20k' in path.name else 'cityscapes'
-    crop, iters, batch = RECIPES[dataset]
+    crop, iters, batch = RECIPES[dataset_of(path)]
     backbone, model = cfg.model.backbone, cfg.model
-    assert cfg.custom_imports['imports'] == ['resnest_mm'
-                                             ] and backbone.type == 'ResNeSt'
-    depth = int(path.name.split('_s')[1].split('-')[0])
-    release = RELEASES[f'resnest{depth}']  # the weights it starts from
-    assert backbone.depth == depth
-    assert backbone.stem_channels == release['stem_channels']
-    assert (backbone.strides, backbone.dilations) == ((1, 2, 1, 1), (1, 1, 2,
-                                                                     4))
-    assert backbone.contract_dilation and not backbone.norm_eval
-    # one source of weights: the authors' ImageNet release, by short name
-    assert backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=f'resnest{depth}')
+    assert cfg.custom_imports['imports'] == ['resnest_mm']
+    assert_backbone_is_the_named_release(path, backbone)
     assert model.pretrained is None and 'pretrained' not in backbone
     for norm in (backbone.norm_cfg, model.decode_head.norm_cfg,
                  model.auxiliary_head.norm_cfg):
@@ -72,15 +110,100 @@ def test_config_is_the_reference_recipe(path):
     assert tuple(cfg.model.data_preprocessor.size) == crop == cfg.crop_size
 
 
+@pytest.mark.parametrize('path', AUTHORS, ids=lambda p: p.stem)
+def test_config_is_the_authors_recipe(path):
+    """PyTorch-Encoding's train.py and test.py settings in mmseg terms, on
+    mmseg's own dataset settings."""
+    cfg = Config.fromfile(path)
+    dataset = dataset_of(path)
+    images, epochs, lr = AUTHORS_RECIPES[dataset]
+    model, backbone = cfg.model, cfg.model.backbone
+    assert cfg.custom_imports['imports'] == ['resnest_mm']
+    assert_backbone_is_the_named_release(path, backbone)
+    assert model.pretrained is None and 'pretrained' not in backbone
+    # with_cp stays off: S-269 fits a 32 GB GPU at 4 images (README)
+    assert not backbone.get('with_cp', False)
+    for norm in (backbone.norm_cfg, model.decode_head.norm_cfg,
+                 model.auxiliary_head.norm_cfg):
+        assert norm.type == 'SyncBN'
+    head, aux = model.decode_head, model.auxiliary_head
+    # DeepLabV3Head: ASPP rates 12/24/36 at 2048 // 8 channels
+    assert (head.type, head.dilations, head.channels) == ('ASPPHead',
+                                                          (1, 12, 24, 36), 256)
+    # --aux: FCN head on stage 3, --aux-weight 0.2
+    assert (aux.type, aux.in_index, aux.in_channels,
+            aux.loss_decode.loss_weight) == ('FCNHead', 2, 1024, 0.2)
+    assert head.align_corners and aux.align_corners  # their up_kwargs
+    # SGD, heads at 10x (LR_Scheduler_Head), poly to 0 over the epochs
+    optim = cfg.optim_wrapper
+    assert (optim.optimizer.type, optim.optimizer.lr, optim.optimizer.momentum,
+            optim.optimizer.weight_decay) == ('SGD', lr, 0.9, 1e-4)
+    assert optim.paramwise_cfg.custom_keys == dict(
+        decode_head=dict(lr_mult=10.0), auxiliary_head=dict(lr_mult=10.0))
+    batch = cfg.train_dataloader.batch_size * 4
+    [poly] = cfg.param_scheduler
+    iters = epochs * (images // batch)  # drop_last=True
+    assert (batch, poly.type, poly.power, poly.eta_min) == (16, 'PolyLR', 0.9,
+                                                            0.0)
+    assert poly.end == cfg.train_cfg.max_iters == iters
+    # base size 520, crop 480, flip; no photometric distortion
+    train = cfg.train_dataloader.dataset.pipeline
+    assert [t.type for t in train] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop',
+        'RandomFlip', 'PackSegInputs'
+    ]
+    assert (train[2].scale, train[2].ratio_range,
+            train[3].crop_size) == ((520, 520), (0.5, 2.0), (480, 480))
+    assert tuple(model.data_preprocessor.size) == (480, 480)
+    # MultiEvalModule: windows of 480 at a stride of 2/3, long side 520;
+    # ms+flip (their numbers' protocol): scales 0.5..1.75, flipped
+    assert model.test_cfg == dict(
+        mode='slide', crop_size=(480, 480), stride=(320, 320))
+    assert cfg.test_dataloader.dataset.pipeline[1].scale == (520, 520)
+    [resizes, flips, _, _] = cfg.tta_pipeline[1].transforms
+    assert [r.scale_factor
+            for r in resizes] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert [f.prob for f in flips] == [0.0, 1.0]
+    assert cfg.tta_model.type == 'SegTTAModel'
+    # the dataset as mmseg's own base sets it up
+    reference = Config.fromfile(MMSEG_DATASET_BASES / DATASETS[dataset][1])
+    for split in ('train', 'val', 'test'):
+        ours, ref = (
+            c[f'{split}_dataloader'].dataset for c in (cfg, reference))
+        for key in ('type', 'data_root', 'data_prefix'):
+            assert ours[key] == ref[key], (split, key)
+        assert ours.get('ann_file', '') == ref.get('ann_file', '')
+
+
+def test_the_authors_heads_learn_ten_times_faster():
+    """mmengine's optimizer constructor turns the recipe's ``lr_mult`` into
+    their LR_Scheduler_Head: backbone at lr, both heads at 10x."""
+    cfg = Config.fromfile(
+        ROOT / 'configs/segmentation/demo/resnest_s14-d8_deeplabv3_1xb4-200_'
+        'pascal-context-59-demo-64x64.py')
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    lr_of = {
+        id(p): group['lr']
+        for group in optimizer.param_groups for p in group['params']
+    }
+    for name, p in model.named_parameters():
+        head = name.startswith(('decode_head.', 'auxiliary_head.'))
+        assert lr_of[id(p)] == pytest.approx(0.01 if head else 0.001), name
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_ours_and_runs(path):
     cfg = Config.fromfile(path)
+    # tiny, and tinier for S-200 and S-269, whose CPU steps are slow
+    size = 32 if cfg.model.backbone.depth >= 200 else 64
     # the recipes pad to their crop size
-    cfg.model.data_preprocessor.size = (64, 64)
+    cfg.model.data_preprocessor.size = (size, size)
     model = build_model(cfg)
     assert isinstance(model.backbone, resnest_mm.ResNeSt)
     num_classes = model.decode_head.num_classes
-    assert num_classes == (150 if 'ade20k' in path.name else 19)
+    assert num_classes == DATASETS[dataset_of(path)][0]
 
     gen = torch.Generator().manual_seed(0)
     packed = dict(inputs=[], data_samples=[])
@@ -88,11 +211,11 @@ def test_config_builds_ours_and_runs(path):
     for _ in range(2):
         packed['inputs'].append(
             torch.randint(
-                0, 256, (3, 64, 64), generator=gen, dtype=torch.uint8))
+                0, 256, (3, size, size), generator=gen, dtype=torch.uint8))
         sample = SegDataSample(
-            metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64)))
+            metainfo=dict(img_shape=(size, size), ori_shape=(size, size)))
         sample.gt_sem_seg = PixelData(
-            data=torch.randint(0, num_classes, (1, 64, 64), generator=gen))
+            data=torch.randint(0, num_classes, (1, size, size), generator=gen))
         packed['data_samples'].append(sample)
     model.train()
     losses = model(**model.data_preprocessor(packed, True), mode='loss')
@@ -105,9 +228,10 @@ def test_config_builds_ours_and_runs(path):
         data = model.data_preprocessor(packed, False)
         results = model(**data, mode='predict')
         features = model.backbone(data['inputs'])
-    assert [r.pred_sem_seg.data.shape for r in results] == [(1, 64, 64)] * 2
+    assert [r.pred_sem_seg.data.shape
+            for r in results] == [(1, size, size)] * 2
     # dilated, output stride 8: stage 1 at 1/4, stages 2 to 4 at 1/8
-    assert [f.shape[-1] for f in features] == [16, 8, 8, 8]
+    assert [f.shape[-1] for f in features] == [size // 4] + [size // 8] * 3
 
 
 def test_the_backbone_init_cfg_is_the_only_source_of_weights(tmp_path):

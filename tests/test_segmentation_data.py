@@ -11,13 +11,16 @@ from PIL import Image
 
 from resnest_mm.tooling.dataset_checks import DatasetError, check_datasets
 from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
-                                          make_cityscapes_scenes)
+                                          make_cityscapes_scenes,
+                                          make_pascal_context_scenes)
 from resnest_mm.tooling.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
+from resnest_mm.tooling.demo_data.pascal_context_scenes import \
+    CLASSES as CONTEXT_DRAWN
 from helpers import ROOT, run_unchecked, tool
 
 DEMOS = {
     name: next(ROOT.glob(f'configs/segmentation/demo/*_{name}-demo-*.py'))
-    for name in ('ade20k', 'cityscapes')
+    for name in ('ade20k', 'cityscapes', 'pascal-context-59')
 }
 # The official Cityscapes table (Cordts et al. 2016;
 # cityscapesscripts/helpers/labels.py): label id -> train id of the 19
@@ -301,3 +304,79 @@ def test_check_dataset_tool_fails_in_seconds_with_the_fix(
     assert (f'DatasetError: 3 of 3 images in {root}/leftImg8bit/train'
             in proc.stderr)
     assert 'python tools/convert_cityscapes.py' in proc.stderr
+
+
+def test_pascal_context_generator_writes_the_converted_layout(tmp_path):
+    """mmseg's conversion output: JPEGImages, SegmentationClassContext and
+    the split lists, labels 0 (background) and PascalContextDataset59's
+    class numbers, the ADE20K demo's scenes relabelled."""
+    from mmseg.datasets import PascalContextDataset59
+    for run in ('a', 'b'):
+        make_pascal_context_scenes(
+            tmp_path / run, num_train=3, num_val=2, image_size=(64, 48))
+    base = tmp_path / 'a' / 'VOCdevkit' / 'VOC2010'
+    lists = base / 'ImageSets' / 'SegmentationContext'
+    train, val = ((lists / f'{split}.txt').read_text().split()
+                  for split in ('train', 'val'))
+    assert (train, val) == ([f'2008_{i:06d}' for i in (1, 2, 3)],
+                            [f'2009_{i:06d}' for i in (1, 2)])
+    assert files(base, 'JPEGImages/*') == [
+        Path('JPEGImages', f'{n}.jpg') for n in train + val
+    ]
+    assert files(base, 'SegmentationClassContext/*') == [
+        Path('SegmentationClassContext', f'{n}.png') for n in train + val
+    ]
+    classes = PascalContextDataset59.METAINFO['classes']
+    assert all(classes[v - 1] == name for name, v in CONTEXT_DRAWN.items())
+    ade = tmp_path / 'ade'  # the same scenes, in ADE20K's numbers
+    make_ade20k_scenes(ade, num_train=3, num_val=2, image_size=(64, 48))
+    to_context = {v: CONTEXT_DRAWN[name] for name, v in ADE_DRAWN.items()}
+    to_context[0] = 0  # ADE20K's "other": background
+    for name, ade_name in zip(
+            train,
+            sorted((ade /
+                    'ADEChallengeData2016/annotations/training').iterdir())):
+        labels = png(base / 'SegmentationClassContext' / f'{name}.png')
+        np.testing.assert_array_equal(
+            labels,
+            np.vectorize(to_context.get)(png(ade_name)))
+        assert Image.open(base / 'JPEGImages' / f'{name}.jpg').size == (64, 48)
+    b = tmp_path / 'b' / 'VOCdevkit' / 'VOC2010'
+    assert all(p.read_bytes() == (b / p.relative_to(base)).read_bytes()
+               for p in base.rglob('*.*'))
+
+
+@pytest.fixture
+def pascal_context(tmp_path):
+    make_pascal_context_scenes(
+        tmp_path, num_train=3, num_val=1, image_size=(32, 32))
+    root = tmp_path / 'VOCdevkit' / 'VOC2010'
+    return root, config('pascal-context-59', root)
+
+
+def test_pascal_context_checks_pass_on_good_data(pascal_context):
+    root, cfg = pascal_context
+    checked = check_datasets(cfg)
+    assert [kind for _, kind, _ in checked] == ['PascalContextDataset59'] * 3
+    assert checked[0][2] == (
+        f'3 images with annotations in {root}/JPEGImages; '
+        'label values of the first 3 checked')
+
+
+def test_pascal_context_voc_labels_in_place_of_context_labels(pascal_context):
+    root, cfg = pascal_context
+    path = root / 'SegmentationClassContext/2008_000002.png'
+    labels = png(path).copy()
+    labels[0, :4] = 255  # VOC's object borders
+    Image.fromarray(labels).save(path)
+    check_fails(cfg, f'{path} has label values [255] outside 0..59',
+                "is this Pascal VOC's SegmentationClass")
+
+
+def test_pascal_context_unconverted_names_the_conversion(pascal_context):
+    root, cfg = pascal_context
+    (root / 'ImageSets/SegmentationContext/train.txt').unlink()
+    check_fails(
+        cfg, 'split list not found: '
+        f'{root}/ImageSets/SegmentationContext/train.txt',
+        'trainval_merged.json', 'tools/dataset_converters/pascal_context.py')

@@ -7,6 +7,8 @@
     python tools/make_demo_data.py cityscapes data/cityscapes
     python tools/make_demo_data.py coco_panoptic data/coco
                                    # panoptic_*2017 beside the instances
+    python tools/make_demo_data.py pascal_context data
+                                   # data/VOCdevkit/VOC2010/
 
 Cityscapes, as the real one, then needs its training labels:
 ``python tools/convert_cityscapes.py data/cityscapes``.
@@ -17,13 +19,15 @@ import time
 from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
                                           make_cityscapes_scenes,
                                           make_coco_panoptic_shapes,
-                                          make_coco_shapes)
+                                          make_coco_shapes,
+                                          make_pascal_context_scenes)
 
 GENERATORS = {
     'coco': make_coco_shapes,
     'ade20k': make_ade20k_scenes,
     'cityscapes': make_cityscapes_scenes,
     'coco_panoptic': make_coco_panoptic_shapes,
+    'pascal_context': make_pascal_context_scenes
 }
 
 

@@ -190,6 +190,47 @@ def check_cityscapes_dataset(dataset, scope='mmseg', max_labels_checked=50):
         max_labels_checked=max_labels_checked)
 
 
+PASCAL_CONTEXT_SOURCE = (
+    'Download VOCtrainval_03-May-2010.tar '
+    '(http://host.robots.ox.ac.uk/pascal/VOC/voc2010/) and '
+    'trainval_merged.json (https://codalabuser.blob.core.windows.net/public/'
+    'trainval_merged.json), unpack the tar into data/ and make the labels '
+    "with mmseg's tools/dataset_converters/pascal_context.py (see "
+    'configs/segmentation/README.md); or make demo data with: '
+    'python tools/make_demo_data.py pascal_context data')
+
+
+def check_pascal_context_dataset(dataset,
+                                 scope='mmseg',
+                                 max_labels_checked=50):
+    """Check a ``PascalContextDataset59`` (or ``PascalContextDataset``)
+    config: the layout, the split list, an annotation per image, values
+    0..59.
+
+    Expects ``VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext}`` and
+    ``ImageSets/SegmentationContext/{train,val}.txt``, which mmseg's
+    conversion writes from ``trainval_merged.json``. Both datasets read the
+    same labels (0 background, 1..59 the classes; the 59-class one ignores
+    0). Label values are read from the first ``max_labels_checked``
+    annotations only.
+    """
+    return _check_segmentation_folders(
+        dataset,
+        scope,
+        layout='JPEGImages/, SegmentationClassContext/ and '
+        'ImageSets/SegmentationContext/ (it is VOCdevkit/VOC2010/)',
+        source=PASCAL_CONTEXT_SOURCE,
+        values=np.arange(60),
+        values_text='0..59',
+        values_fix=('Pascal Context labels hold 0 (background) and the '
+                    'classes 1..59; is this Pascal VOC\'s SegmentationClass '
+                    '(255 borders) rather than the converted '
+                    'SegmentationClassContext?'),
+        unannotated_fix=("make them with mmseg's tools/dataset_converters/"
+                         'pascal_context.py from trainval_merged.json'),
+        max_labels_checked=max_labels_checked)
+
+
 def _check_segmentation_folders(dataset, scope, *, layout, source, values,
                                 values_text, values_fix, unannotated_fix,
                                 max_labels_checked):
@@ -215,7 +256,12 @@ def _check_segmentation_folders(dataset, scope, *, layout, source, values,
     images = _names(img_dir, img_suffix)
     # a split list names the images used, as mmseg reads it
     if dataset.get('ann_file'):
-        with open(osp.join(root, dataset['ann_file'])) as f:
+        split_list = osp.join(root, dataset['ann_file'])
+        if not osp.isfile(split_list):
+            raise DatasetError(
+                f'split list not found: {split_list}. '
+                f'{_layout_fix(root, split_list, layout, source)}')
+        with open(split_list) as f:
             listed = {line.strip() for line in f if line.strip()}
         if listed - images:
             raise DatasetError(
@@ -267,13 +313,13 @@ def _names(folder, suffix):
 
 
 def _layout_fix(root, folder, layout, source):
-    """For a missing ``folder``: the data_root that has it, or what is there
-    and ``source``."""
+    """For a missing ``folder`` (or file): the data_root that has it, or what
+    is there and ``source``."""
     if root and not osp.isdir(root):
         return f'data_root {root!r} does not exist. {source}'
     wanted = osp.relpath(folder, root or '.')
     for child in sorted(os.listdir(root or '.')):
-        if osp.isdir(osp.join(root, child, wanted)):
+        if osp.exists(osp.join(root, child, wanted)):
             return (f'{osp.join(root, child, wanted)} exists: set '
                     f'data_root={osp.join(root, child)!r}')
     found = osp.dirname(folder)
@@ -393,4 +439,6 @@ CHECKS = {
     'ADE20KDataset': check_ade20k_dataset,
     'CityscapesDataset': check_cityscapes_dataset,
     'CocoPanopticDataset': check_coco_panoptic_dataset,
+    'PascalContextDataset59': check_pascal_context_dataset,
+    'PascalContextDataset': check_pascal_context_dataset,
 }

@@ -66,7 +66,7 @@ def make_ade20k_scenes(root,
         images.mkdir(parents=True, exist_ok=True)
         annotations.mkdir(parents=True, exist_ok=True)
         for index in range(1, num + 1):
-            labels = _draw_labels(rng, image_size)
+            labels = draw_scene_labels(rng, image_size)
             name = f'{prefix}_{index:08d}'
             paint(np.asarray(labels), rng).save(
                 images / f'{name}.jpg', quality=95)
@@ -75,7 +75,7 @@ def make_ade20k_scenes(root,
     return folders
 
 
-def _draw_labels(rng, size):
+def draw_scene_labels(rng, size):
     """One scene's label map, an 'L' image of ADE20K values."""
     width, height = size
     outdoor = rng.random() < 0.6
