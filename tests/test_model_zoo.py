@@ -26,16 +26,17 @@ ZOO = [(scope, name) for scope in SCOPES for name in upstream_configs(scope)]
 
 def our_configs(scope):
     """``{upstream config name: our config}``, from each of our configs'
-    ``_base_`` (``'mmdet::resnest/<name>.py'``)."""
+    ``_base_`` (``'mmdet::resnest/<name>.py'``; one base or a list)."""
     pairs = {}
     for path in sorted((ROOT / 'configs' / OUR_FOLDERS[scope]).glob('*.py')):
         for node in ast.parse(path.read_text()).body:
             if (isinstance(node, ast.Assign)
                     and node.targets[0].id == '_base_'):
-                base = ast.literal_eval(node.value)
-                match = re.fullmatch(rf'{scope}::resnest/(.*)\.py', base)
-                if match:
-                    pairs[match.group(1)] = path
+                bases = ast.literal_eval(node.value)
+                for base in ([bases] if isinstance(bases, str) else bases):
+                    match = re.fullmatch(rf'{scope}::resnest/(.*)\.py', base)
+                    if match:
+                        pairs[match.group(1)] = path
     return pairs
 
 
