@@ -12,11 +12,14 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     log = run(
         tool('benchmark.py') + [
             '--batch', '2', '--size', '64', '--warmup', '0', '--repeat', '1',
-            '--det-size', '64', '--json',
+            '--det-size', '64', '--no-recompute', '--json',
             str(out)
         ])
     results = json.loads(out.read_text())
-    names = {'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)'}
+    names = {
+        'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)',
+        'ours (recompute_activations=False)'
+    }
     assert set(results['backbones']) == names
     # the ResNeSts got the same weights and compute the same function
     assert set(results['same_function']) == {'upstream mmdet', 'authors'}
@@ -34,6 +37,7 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert gmacs['ours'] == pytest.approx(gmacs['upstream mmdet'], rel=1e-3)
     assert gmacs['ours'] == pytest.approx(gmacs['authors'], rel=1e-3)
     assert gmacs['ours'] > 1.2 * gmacs['ResNet-50 (mmdet)']
+    assert gmacs['ours (recompute_activations=False)'] == gmacs['ours']
     assert set(results['detector']) == {'ours', 'upstream mmdet'}
     assert results['matmul_peak_gflops'] > 0
     assert 'ratios are to upstream mmdet' in log

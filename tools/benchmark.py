@@ -2,7 +2,8 @@
 one process.
 
     python tools/benchmark.py [--depth 50] [--batch 8] [--size 224]
-                              [--device cuda] [--amp]
+                              [--device cuda] [--amp [--amp-dtype bfloat16]]
+                              [--with-cp] [--no-recompute] [--compile]
                               [--json results.json] [--no-detector]
 
 Every ResNeSt gets the same weights (the authors' model's initialisation,
@@ -53,10 +54,24 @@ def parse_args():
         action='store_true',
         help='autocast: float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument(
+        '--amp-dtype',
+        choices=('float16', 'bfloat16'),
+        help='autocast to this dtype (implies --amp)')
+    parser.add_argument(
         '--with-cp',
         action='store_true',
         help='add ours and upstream with gradient checkpointing (with_cp=True)'
     )
+    parser.add_argument(
+        '--no-recompute',
+        action='store_true',
+        help='add ours without its memory-saving path '
+        '(recompute_activations=False)')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='add ours and upstream under torch.compile (the warm-up runs '
+        'include compiling)')
     parser.add_argument(
         '--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument('--warmup', type=int, default=2)
@@ -82,6 +97,12 @@ def parse_args():
         parser.error('need --size >= 32, --repeat >= 1 and --warmup >= 0')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: this torch has no CUDA device')
+    if args.amp and not args.amp_dtype:
+        args.amp_dtype = 'float16' if args.device.startswith(
+            'cuda') else 'bfloat16'
+    if args.compile and args.warmup < 1:
+        parser.error('--compile needs --warmup >= 1 (compiling happens in '
+                     'the first run and is not timed)')
     return args
 
 
@@ -94,9 +115,10 @@ def main():
     where = machine(device)
     print(
         f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
-        f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}",
+        f"{'AMP ' + args.amp_dtype if args.amp_dtype else 'fp32'}, {where}, "
+        f'torch {torch.__version__}',
         flush=True)
-    peak = matmul_peak_gflops(device, args.amp, args)
+    peak = matmul_peak_gflops(device, args.amp_dtype, args)
     backbones, same = benchmark_backbones(args, device)
     print('same function as ours (relative difference of the last stage): ' +
           ', '.join(f'{k} {v:.1e}' for k, v in same.items()))
