@@ -141,6 +141,11 @@ def benchmark_backbones(args, device):
     gmacs.update(
         {name: gmacs[base_name(name)]
          for name in models if name not in plain})
+    if args.syncbn:  # after the checks above, which run on the CPU
+        models = {
+            name: torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            for name, model in models.items()
+        }
     per_layout = {
         layout: measure_layout(models, args, device, layout)
         for layout in args.layouts
