@@ -43,6 +43,10 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert 'ratios are to upstream mmdet' in log
 
 
-def test_benchmark_refuses_a_batch_upstream_cannot_train():
-    proc = run_unchecked(tool('benchmark.py') + ['--batch', '1'])
-    assert proc.returncode == 2 and 'at least 2' in proc.stderr
+@pytest.mark.parametrize(
+    'args, message', [(['--batch', '1'], 'at least 2'),
+                      (['--syncbn'], 'torchrun --nproc-per-node 2')],
+    ids=['batch-upstream-cannot-train', 'syncbn-without-gpus'])
+def test_benchmark_refuses_what_it_cannot_run(args, message):
+    proc = run_unchecked(tool('benchmark.py') + args)
+    assert proc.returncode == 2 and message in proc.stderr
