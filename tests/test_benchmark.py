@@ -3,7 +3,11 @@
 import json
 
 import pytest
+import torch
 
+from resnest_mm.tooling.benchmark.models import (NO_RECOMPUTE_SUFFIX,
+                                                 base_name, build_models,
+                                                 check_same_function)
 from helpers import run, run_unchecked, tool
 
 
@@ -12,14 +16,11 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     log = run(
         tool('benchmark.py') + [
             '--batch', '2', '--size', '64', '--warmup', '0', '--repeat', '1',
-            '--det-size', '64', '--no-recompute', '--json',
+            '--det-size', '64', '--json',
             str(out)
         ])
     results = json.loads(out.read_text())
-    names = {
-        'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)',
-        'ours (recompute_activations=False)'
-    }
+    names = {'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)'}
     assert set(results['backbones']) == names
     # the ResNeSts got the same weights and compute the same function
     assert set(results['same_function']) == {'upstream mmdet', 'authors'}
@@ -37,10 +38,25 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert gmacs['ours'] == pytest.approx(gmacs['upstream mmdet'], rel=1e-3)
     assert gmacs['ours'] == pytest.approx(gmacs['authors'], rel=1e-3)
     assert gmacs['ours'] > 1.2 * gmacs['ResNet-50 (mmdet)']
-    assert gmacs['ours (recompute_activations=False)'] == gmacs['ours']
     assert set(results['detector']) == {'ours', 'upstream mmdet'}
     assert results['matmul_peak_gflops'] > 0
     assert 'ratios are to upstream mmdet' in log
+
+
+def test_a_variant_is_its_model_with_one_setting_changed():
+    """``--no-recompute``'s model: ours' weights, the switch off, counted as
+    ours."""
+    models = build_models(50, no_recompute=True)
+    name = 'ours' + NO_RECOMPUTE_SUFFIX
+    ours, variant = models['ours'], models[name]
+    assert base_name(name) == 'ours'
+    assert ours.recompute_activations and not variant.recompute_activations
+    for (key, a), b in zip(ours.state_dict().items(),
+                           variant.state_dict().values()):
+        assert torch.equal(a, b), key
+    # variants are not compared again: they are their model
+    same = check_same_function(models, torch.randn(2, 3, 32, 32))
+    assert set(same) == {'upstream mmdet', 'authors'}
 
 
 @pytest.mark.parametrize(
