@@ -116,6 +116,17 @@ class ResNeSt(BaseModule):
             in stages 3 and 4, where the authors' code puts it: after
             ``norm1``, the split-attention ``norm0`` and ``norm3`` of each
             block. Needs ``num_stages >= 3``. In [0, 1). Default: 0.
+        recompute_activations (bool): The memory-saving training path
+            (:mod:`resnest_mm.recomputed_ops`): every conv-BN-ReLU keeps the
+            BN input and batch statistics instead of its output, and the
+            split-attention's splits and weighted sum are rebuilt in
+            backward. It acts in training with gradients, in eager mode, on
+            plain ``BatchNorm2d`` (also SyncBN that mmengine reverts to BN
+            in one process), in float32 or float64 and under
+            ``torch.autocast``; elsewhere (SyncBN across processes, GN,
+            DropBlock, ``torch.compile``, tracing) the plain path runs.
+            Outputs and gradients are the same either way; False always takes
+            the plain path. Default: True.
 
     Both regularisers act in training only (not in stages frozen by
     ``frozen_stages``, which stay in eval mode) and, at 0, build no module:
@@ -160,7 +171,8 @@ class ResNeSt(BaseModule):
                  pretrained=None,
                  init_cfg=None,
                  drop_path_rate=0.,
-                 dropblock_prob=0.):
+                 dropblock_prob=0.,
+                 recompute_activations=True):
         super().__init__(init_cfg)
         if stem_channels is None:
             stem_channels = base_channels
@@ -239,6 +251,7 @@ class ResNeSt(BaseModule):
         self.contract_dilation = contract_dilation
         self.drop_path_rate = drop_path_rate
         self.dropblock_prob = dropblock_prob
+        self.recompute_activations = recompute_activations
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
 
@@ -355,6 +368,7 @@ class ResNeSt(BaseModule):
                     avg_down_stride=self.avg_down_stride,
                     avd_first=self.avd_first,
                     drop_path_rate=drop_path_rate,
+                    recompute_activations=self.recompute_activations,
                     **block_kwargs))
         return Sequential(*blocks)
 
@@ -472,14 +486,21 @@ class ResNeSt(BaseModule):
         """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage
         outputs."""
         x = _check_input(x, self.in_channels)
-        rebuild = self.training and torch.is_grad_enabled() and not tracing(x)
+        recompute = self.recompute_activations
+        rebuild = (
+            recompute and self.training and torch.is_grad_enabled()
+            and not tracing(x))
         with RecomputedActivations() if rebuild else nullcontext():
             if self.deep_stem:  # (conv, norm, relu) x 3
                 for i in range(0, len(self.stem), 3):
-                    x, _ = norm_relu(self.stem[i](x), self.stem[i + 1],
-                                     self.stem[i + 2])
+                    x, _ = norm_relu(
+                        self.stem[i](x),
+                        self.stem[i + 1],
+                        self.stem[i + 2],
+                        recompute=recompute)
             else:
-                x, _ = norm_relu(self.conv1(x), self.norm1, self.relu)
+                x, _ = norm_relu(
+                    self.conv1(x), self.norm1, self.relu, recompute=recompute)
             x = self.maxpool(x)
             outs = []
             for i, layer_name in enumerate(self.res_layers):

@@ -61,6 +61,8 @@ class ResNeStBottleneck(BaseModule):
         drop_path_rate (float): Probability of dropping the residual branch
             (stochastic depth). Default: 0.
         dropblock_prob (float): DropBlock rate (block size 3). Default: 0.
+        recompute_activations (bool): Rebuild norm-ReLU outputs in backward
+            instead of storing them (:mod:`.recomputed_ops`). Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
     expansion = 4
@@ -86,6 +88,7 @@ class ResNeStBottleneck(BaseModule):
                  avd_first=False,
                  drop_path_rate=0.,
                  dropblock_prob=0.,
+                 recompute_activations=True,
                  init_cfg=None):
         super().__init__(init_cfg)
         if style not in ('pytorch', 'caffe'):
@@ -97,6 +100,7 @@ class ResNeStBottleneck(BaseModule):
         self.dilation = dilation
         self.style = style
         self.with_cp = with_cp
+        self.recompute_activations = recompute_activations
         self.conv_cfg = conv_cfg
         self.norm_cfg = norm_cfg
         self.dcn = dcn
@@ -125,7 +129,8 @@ class ResNeStBottleneck(BaseModule):
             conv_cfg=conv_cfg,
             norm_cfg=norm_cfg,
             dcn=dcn,
-            dropblock_prob=dropblock_prob)
+            dropblock_prob=dropblock_prob,
+            recompute_activations=recompute_activations)
         self.conv3 = build_conv_layer(
             conv_cfg, width, planes * self.expansion, 1, bias=False)
         self.norm3_name, norm3 = build_norm_layer(
@@ -190,7 +195,8 @@ class ResNeStBottleneck(BaseModule):
 
     def _residual(self, x):
         out, _ = norm_relu(
-            self.conv1(x), self.norm1, self.relu, self.dropblock1)
+            self.conv1(x), self.norm1, self.relu, self.dropblock1,
+            self.recompute_activations)
         out = self._run_plugins(out, 'after_conv1')
         if self.avg_down_stride and self.avd_first:
             out = self.avd_layer(out)

@@ -14,6 +14,11 @@ then keeps about a quarter less.
 The forward values are those of ``relu(batch_norm(c))`` and of the weighted
 sum; running statistics are updated as :class:`torch.nn.BatchNorm2d` does.
 Rebuilt values differ from the stored ones by float rounding only.
+
+Under ``torch.autocast`` the conv output ``c`` is float16 or bfloat16 while
+the norm's parameters and statistics stay float32, as in
+:class:`torch.nn.BatchNorm2d`, whose kernels take that mix: the same kernels
+run here, and the output is rebuilt in float32 and rounded to ``c``'s dtype.
 """
 import torch
 from torch.autograd.function import once_differentiable
@@ -32,22 +37,33 @@ def weighted_split_sum(splits, atten, radix):
     return out
 
 
-def norm_relu(c, norm, relu, dropblock=None):
+def norm_relu(c, norm, relu, dropblock=None, recompute=True):
     """``relu(dropblock(norm(c)))``; returns it and, where it kept ``c``
     instead, a handle.
 
     The handle (for :func:`recomputing_weighted_sum`) is None on the plain
-    path: eval mode, no gradient, other norms, a DropBlock between, tracing,
-    and torch.compile (whose partitioner chooses what to recompute itself).
+    path: ``recompute=False``, eval mode, no gradient, other norms (SyncBN
+    across processes included), a DropBlock between, tracing, and
+    torch.compile (whose partitioner chooses what to recompute itself).
     """
-    if (dropblock is None and torch.is_grad_enabled() and not tracing(c)
-            and type(norm) is torch.nn.BatchNorm2d and norm.training
-            and norm.affine and c.dtype == norm.weight.dtype):
+    if (recompute and dropblock is None and torch.is_grad_enabled()
+            and not tracing(c) and type(norm) is torch.nn.BatchNorm2d
+            and norm.training and norm.affine
+            and _batch_norm_takes(c.dtype, norm.weight.dtype)):
         return _batch_norm_relu(c, norm)
     x = norm(c)
     if dropblock is not None:
         x = dropblock(x)
     return relu(x), None
+
+
+def _batch_norm_takes(input_dtype, param_dtype):
+    """Whether torch's batch norm kernels take this input and parameter dtype:
+    the same, or autocast's float16/bfloat16 input with float32
+    parameters."""
+    return input_dtype == param_dtype or (input_dtype
+                                          in (torch.float16, torch.bfloat16)
+                                          and param_dtype == torch.float32)
 
 
 def tracing(x):
@@ -95,11 +111,12 @@ def _rebuilt_output(shared, saved):
 
 
 def _recompute(c, weight, bias, mean, invstd):
-    """``relu(batch_norm(c))`` (``(B, D, H, W)``) from the saved batch
-    statistics."""
+    """``relu(batch_norm(c))`` (``(B, D, H, W)``, ``c``'s dtype) from the
+    saved batch statistics, computed in their (float32 under autocast)
+    precision."""
     scale = invstd * weight
     return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), c,
-                         scale.view(1, -1, 1, 1)).relu_()
+                         scale.view(1, -1, 1, 1)).relu_().to(c.dtype)
 
 
 class _BatchNormReLU(torch.autograd.Function):

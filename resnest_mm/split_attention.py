@@ -33,7 +33,7 @@ class SplitAttentionConv2d(BaseModule):
     ``(B, R, C, H, W)`` product. Neither needs a contiguous copy, so
     channels_last input stays so. In training with a plain BatchNorm, the
     splits are not stored for backward but rebuilt from the conv output
-    (:mod:`.recomputed_ops`).
+    (:mod:`.recomputed_ops`) unless ``recompute_activations=False``.
 
     Batch size 1 in training: the attention norm sees one value per channel,
     which has no batch statistics (BatchNorm raises there, upstream and in the
@@ -57,6 +57,9 @@ class SplitAttentionConv2d(BaseModule):
         dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on
             the splits, after ``norm0`` and before the ReLU as in the
             authors' code; 0 builds no DropBlock. Default: 0.
+        recompute_activations (bool): Rebuild the splits and the weighted
+            sum in backward instead of storing them, where
+            :func:`~.recomputed_ops.norm_relu` can. Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -74,6 +77,7 @@ class SplitAttentionConv2d(BaseModule):
                  norm_cfg=dict(type='BN'),
                  dcn=None,
                  dropblock_prob=0.,
+                 recompute_activations=True,
                  init_cfg=None):
         super().__init__(init_cfg)
         if radix < 1:
@@ -86,6 +90,7 @@ class SplitAttentionConv2d(BaseModule):
         self.radix = radix
         self.groups = groups
         self.channels = channels
+        self.recompute_activations = recompute_activations
         self.with_dcn = dcn is not None
         if self.with_dcn:
             # upstream pops from the shared dict, so only its first block saw
@@ -152,7 +157,8 @@ class SplitAttentionConv2d(BaseModule):
     def forward(self, x):
         """(B, in_channels, H, W) -> (B, channels, H', W')."""
         c = self.conv(x)
-        x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock)
+        x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock,
+                              self.recompute_activations)
         batch = x.size(0)
         # mean, unlike adaptive_avg_pool2d, does not keep x for its backward
         gap = x.mean((2, 3), keepdim=True).view(batch, self.radix,

@@ -3,7 +3,11 @@
 import json
 
 import pytest
+import torch
 
+from resnest_mm.tooling.benchmark.models import (NO_RECOMPUTE_SUFFIX,
+                                                 base_name, build_models,
+                                                 check_same_function)
 from helpers import run, run_unchecked, tool
 
 
@@ -39,6 +43,26 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert 'ratios are to upstream mmdet' in log
 
 
-def test_benchmark_refuses_a_batch_upstream_cannot_train():
-    proc = run_unchecked(tool('benchmark.py') + ['--batch', '1'])
-    assert proc.returncode == 2 and 'at least 2' in proc.stderr
+def test_a_variant_is_its_model_with_one_setting_changed():
+    """``--no-recompute``'s model: ours' weights, the switch off, counted as
+    ours."""
+    models = build_models(50, no_recompute=True)
+    name = 'ours' + NO_RECOMPUTE_SUFFIX
+    ours, variant = models['ours'], models[name]
+    assert base_name(name) == 'ours'
+    assert ours.recompute_activations and not variant.recompute_activations
+    for (key, a), b in zip(ours.state_dict().items(),
+                           variant.state_dict().values()):
+        assert torch.equal(a, b), key
+    # variants are not compared again: they are their model
+    same = check_same_function(models, torch.randn(2, 3, 32, 32))
+    assert set(same) == {'upstream mmdet', 'authors'}
+
+
+@pytest.mark.parametrize(
+    'args, message', [(['--batch', '1'], 'at least 2'),
+                      (['--syncbn'], 'torchrun --nproc-per-node 2')],
+    ids=['batch-upstream-cannot-train', 'syncbn-without-gpus'])
+def test_benchmark_refuses_what_it_cannot_run(args, message):
+    proc = run_unchecked(tool('benchmark.py') + args)
+    assert proc.returncode == 2 and message in proc.stderr

@@ -9,6 +9,18 @@ from mmdet.models.backbones.resnest import \
 from resnest_mm import ResNeSt, SplitAttentionConv2d
 from helpers import images, randomize_, rel_err
 
+# ResNeSt-50's first two stages: what the tests below need, at half the cost
+TWO_STAGES = dict(
+    num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(0, 1))
+
+
+def _is_weight(t, weights):
+    """Whether saved tensor ``t`` is a parameter or autocast's cast of one."""
+    node = t.grad_fn
+    return t.untyped_storage().data_ptr() in weights or (
+        node is not None and node.name() == 'ToCopyBackward0'
+        and isinstance(node.next_functions[0][0].variable, torch.nn.Parameter))
+
 
 def _saved_bytes(model, x):
     """Bytes of the distinct activation storages autograd keeps for backward
@@ -17,7 +29,7 @@ def _saved_bytes(model, x):
     storages = {}
 
     def pack(t):
-        if t.untyped_storage().data_ptr() not in weights:
+        if not _is_weight(t, weights):
             storages[
                 t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
@@ -42,10 +54,22 @@ def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
     assert ref_bytes - ours_bytes >= split_tensor * 0.99
 
 
+def _autocast(amp):
+    """bfloat16 autocast on the CPU (float16 there lacks conv kernels), or
+    none."""
+    return torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp)
+
+
+@pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'bf16-autocast'])
 def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
-        monkeypatch):
+        monkeypatch, amp):
     """What ours keeps is counted where it decides: tensors its hooks store,
-    not recipes."""
+    not recipes.
+
+    Under autocast the norms take a bfloat16 conv output with float32
+    parameters; upstream is counted under the same autocast. The weights'
+    bfloat16 copies, kept by both alike, are not activations.
+    """
     import resnest_mm.backbone
     from resnest_mm.recomputed_ops import RecomputedActivations
 
@@ -55,8 +79,8 @@ def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
 
         def _pack(self, tensor):
             packed = super()._pack(tensor)
-            if isinstance(packed, torch.Tensor) and packed.untyped_storage(
-            ).data_ptr() not in weights:
+            if isinstance(packed,
+                          torch.Tensor) and not _is_weight(packed, weights):
                 kept[packed.untyped_storage().data_ptr(
                 )] = packed.untyped_storage().nbytes()
             return packed
@@ -69,9 +93,96 @@ def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
     ours.train()
     weights = {p.untyped_storage().data_ptr() for p in ours.parameters()}
     x = images((2, 3, 64, 64))
-    ours(x)
-    ref_bytes, _ = _saved_bytes(ref, x)
+    with _autocast(amp):
+        out = ours(x)
+        ref_bytes, ref_out = _saved_bytes(ref, x)
+    assert out[-1].dtype == ref_out[-1].dtype
     assert 0 < sum(kept.values()) <= 0.75 * ref_bytes
+
+
+def test_recompute_activations_off_keeps_more_and_matches_upstream():
+    """``recompute_activations=False``: the plain path, upstream's function
+    (fp64, as in test_upstream_equivalence), and more kept than with it
+    on."""
+    kwargs = dict(depth=50, norm_eval=False, frozen_stages=1, **TWO_STAGES)
+    ref = randomize_(MMDetUpstream(**kwargs)).double()
+    on = ResNeSt(**kwargs).double()
+    off = ResNeSt(**kwargs, recompute_activations=False).double()
+    on.load_state_dict(ref.state_dict())
+    off.load_state_dict(ref.state_dict())
+    ref.train()
+    x = images((4, 3, 64, 64)).double()
+    off_bytes, out_off = _saved_bytes(off.train(), x)
+    on_bytes, _ = _saved_bytes(on.train(), x)
+    assert off_bytes > 1.2 * on_bytes
+    out_ref = ref(x)
+    sum(o.sum() for o in out_ref).backward()
+    sum(o.sum() for o in out_off).backward()
+    for a, b in zip(out_off, out_ref):
+        assert rel_err(a, b) <= 1e-10
+    ref_params = dict(ref.named_parameters())
+    for key, p in off.named_parameters():
+        if p.requires_grad:  # absolute floor: biases before a train-mode BN
+            torch.testing.assert_close(
+                p.grad, ref_params[key].grad, rtol=1e-10, atol=1e-12)
+
+
+def _outputs_and_gradients(model, x, amp):
+    """The model's outputs, input gradient and parameter gradients, each
+    flattened to one fp64 vector, under a loss that weighs every output
+    element differently; running statistics restored after."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = x.clone().requires_grad_()
+    with _autocast(amp):
+        outs = model(x)
+    weights = [
+        torch.linspace(-1, 1, o.numel(), dtype=x.dtype).view(o.shape)
+        for o in outs
+    ]
+    sum((o.to(x.dtype) * w).sum() for o, w in zip(outs, weights)).backward()
+    grads = [p.grad.flatten() for p in model.parameters()]
+    result = [torch.cat([o.flatten() for o in outs]), x.grad, torch.cat(grads)]
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    return [t.double() for t in result]
+
+
+def test_autocast_outputs_and_gradients_as_close_as_upstream():
+    """Under bfloat16 autocast, ours (on the memory-saving path) is as close
+    to the exact function as upstream under the same autocast.
+
+    bfloat16 keeps 8 bits: upstream's own outputs are ~1e-2 off the fp64
+    result and its gradients ~1e-1 (train-mode BN backward subtracts
+    batch means), and the order of rounding differs between any two
+    implementations, so the precision allows the reference's own error, not
+    a fixed tolerance: ours must stay within 25% of it (the gradients'
+    ratio varies from 0.96 to 1.11 with the seed). Running statistics
+    (float32, from the bfloat16 conv outputs) match upstream's to 1e-2.
+    """
+    kwargs = dict(depth=50, norm_eval=False, **TWO_STAGES)
+    ref = randomize_(MMDetUpstream(**kwargs))
+    ours = ResNeSt(**kwargs)
+    ours.load_state_dict(ref.state_dict())
+    ref.train()
+    ours.train()
+    x = images((4, 3, 64, 64))
+    exact = _outputs_and_gradients(ref.double(), x.double(), amp=False)
+    ref.float()
+    ref_amp = _outputs_and_gradients(ref, x, amp=True)
+    ours_amp = _outputs_and_gradients(ours, x, amp=True)
+    for what, a, b, e in zip(('outputs', 'input grad', 'weight grads'),
+                             ours_amp, ref_amp, exact):
+        assert rel_err(a, e) <= 1.25 * rel_err(b, e), what
+    with _autocast(True):
+        ref(x)
+        out = ours(x)
+    assert out[-1].dtype == torch.bfloat16
+    assert out[-1].grad_fn.name() == 'ReluBackward0'  # after the block's sum
+    ref_state = ref.state_dict()
+    for key, value in ours.state_dict().items():
+        if 'running' in key or 'num_batches' in key:
+            assert rel_err(value.double(),
+                           ref_state[key].double()) <= 1e-2, key
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 one process.
 
     python tools/benchmark.py [--depth 50] [--batch 8] [--size 224]
-                              [--device cuda] [--amp]
+                              [--device cuda] [--amp [--amp-dtype bfloat16]]
+                              [--with-cp] [--no-recompute] [--compile]
                               [--json results.json] [--no-detector]
+    torchrun --nproc-per-node 2 tools/benchmark.py --device cuda --syncbn ...
 
 Every ResNeSt gets the same weights (the authors' model's initialisation,
 converted), and the run first checks that they compute the same function.
@@ -15,12 +17,17 @@ training = 3x the forward) is set against a large matrix product timed in the
 same run. A Faster R-CNN S-50 FPN detector (our COCO config, random weights)
 is timed with our backbone and with upstream's, all else equal.
 
+``--syncbn`` (under torchrun, on CUDA) turns every BatchNorm into
+SyncBatchNorm across the processes: on NCCL with a GPU per process, on gloo
+when several share one GPU (NCCL refuses that). Rank 0 reports.
+
 Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
 process's resident set during the step (Linux), with glibc told to return
 freed tensors at once so that it tracks the tensors alive.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,10 +60,28 @@ def parse_args():
         action='store_true',
         help='autocast: float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument(
+        '--amp-dtype',
+        choices=('float16', 'bfloat16'),
+        help='autocast to this dtype (implies --amp)')
+    parser.add_argument(
         '--with-cp',
         action='store_true',
         help='add ours and upstream with gradient checkpointing (with_cp=True)'
     )
+    parser.add_argument(
+        '--no-recompute',
+        action='store_true',
+        help='add ours without its memory-saving path '
+        '(recompute_activations=False)')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='add ours and upstream under torch.compile (the warm-up runs '
+        'include compiling)')
+    parser.add_argument(
+        '--syncbn',
+        action='store_true',
+        help='SyncBatchNorm across the processes of torchrun (CUDA only)')
     parser.add_argument(
         '--layouts', nargs='+', default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument('--warmup', type=int, default=2)
@@ -82,7 +107,33 @@ def parse_args():
         parser.error('need --size >= 32, --repeat >= 1 and --warmup >= 0')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: this torch has no CUDA device')
+    if args.amp and not args.amp_dtype:
+        args.amp_dtype = 'float16' if args.device.startswith(
+            'cuda') else 'bfloat16'
+    if args.syncbn and (not args.device.startswith('cuda')
+                        or int(os.environ.get('WORLD_SIZE', 1)) < 2):
+        parser.error('--syncbn needs --device cuda and at least 2 processes: '
+                     'torchrun --nproc-per-node 2 tools/benchmark.py '
+                     "--device cuda --syncbn (torch's SyncBatchNorm runs on "
+                     'GPUs only)')
+    if args.compile and args.warmup < 1:
+        parser.error('--compile needs --warmup >= 1 (compiling happens in '
+                     'the first run and is not timed)')
     return args
+
+
+def init_syncbn_processes():
+    """Join torchrun's process group; only rank 0 prints. Returns the
+    device."""
+    import torch.distributed as dist
+    rank = int(os.environ['RANK'])
+    world_size = int(os.environ['WORLD_SIZE'])
+    gpus = torch.cuda.device_count()
+    torch.cuda.set_device(int(os.environ['LOCAL_RANK']) % gpus)
+    dist.init_process_group('nccl' if gpus >= world_size else 'gloo')
+    if rank:
+        sys.stdout = open(os.devnull, 'w')
+    return torch.device('cuda', torch.cuda.current_device())
 
 
 def main():
@@ -90,13 +141,17 @@ def main():
     if args.peak_memory_of:
         return child_peak_memory(args)
     device = torch.device(args.device)
+    if args.syncbn:
+        device = init_syncbn_processes()
+        args.detector = False  # its RoI heads' batches differ by rank
     torch.manual_seed(0)
     where = machine(device)
     print(
         f'ResNeSt-{args.depth}, batch {args.batch}, {args.size}x{args.size}, '
-        f"{'AMP' if args.amp else 'fp32'}, {where}, torch {torch.__version__}",
+        f"{'AMP ' + args.amp_dtype if args.amp_dtype else 'fp32'}, {where}, "
+        f'torch {torch.__version__}',
         flush=True)
-    peak = matmul_peak_gflops(device, args.amp, args)
+    peak = matmul_peak_gflops(device, args.amp_dtype, args)
     backbones, same = benchmark_backbones(args, device)
     print('same function as ours (relative difference of the last stage): ' +
           ', '.join(f'{k} {v:.1e}' for k, v in same.items()))
@@ -117,7 +172,7 @@ def main():
               'ours/upstream train step time '
               f"{ours['train_step_s'] / upstream['train_step_s']:.2f}x, "
               f"inference time {ours['infer_s'] / upstream['infer_s']:.2f}x")
-    if args.json:
+    if args.json and int(os.environ.get('RANK', 0)) == 0:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f'wrote {args.json}')
 

@@ -1,10 +1,11 @@
 """Train a detector or a segmentor; the task is read from the config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-                          [--auto-scale-lr] [--cfg-options k=v ...]
+                          [--compile] [--auto-scale-lr] [--cfg-options k=v ...]
                           [--launcher none|pytorch|slurm]
 
-The flags are mmdet's and mmseg's. Distributed runs start through
+The flags are mmdet's and mmseg's, and ``--compile`` (mmengine's
+``cfg.compile``). Distributed runs start through
 tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
 """
 import argparse
@@ -38,6 +39,11 @@ def get_args():
         action='store_true',
         help='automatic mixed precision training')
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help="torch.compile the model's train step (mmengine's cfg.compile); "
+        'the first iterations are slow while it compiles')
+    parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
         help='scale the LR by the real batch size / base_batch_size')
@@ -52,6 +58,8 @@ def main():
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.compile:
+        cfg.compile = True
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise ValueError(

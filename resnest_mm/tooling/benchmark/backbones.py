@@ -9,7 +9,7 @@ import torch
 from mmengine.analysis import FlopAnalyzer
 
 from .measure import autocast, interleaved_times, peak_memory
-from .models import CP_SUFFIX, build_models, check_same_function
+from .models import base_name, build_models, check_same_function
 from .report import best
 
 LAYOUTS = {
@@ -34,8 +34,11 @@ def cpu_peak_memory_in_child(name, args, layout):
         str(args.batch), '--size',
         str(args.size), '--device', 'cpu', '--layouts', layout,
         '--peak-memory-of', name
-    ] + (['--amp'] if args.amp else []) + (['--with-cp']
-                                           if args.with_cp else [])
+    ] + (['--amp-dtype', args.amp_dtype] if args.amp_dtype else []) + [
+        flag for flag, on in (('--with-cp', args.with_cp),
+                              ('--no-recompute', args.no_recompute),
+                              ('--compile', args.compile)) if on
+    ]
     env = dict(
         os.environ,
         MALLOC_MMAP_THRESHOLD_='65536',
@@ -58,12 +61,12 @@ def inputs_and_steps(model, args, device, layout):
     x1 = x[:1].contiguous(memory_format=fmt)
 
     def infer(inp):
-        with torch.no_grad(), autocast(device, args.amp):
+        with torch.no_grad(), autocast(device, args.amp_dtype):
             model(inp)
 
     def train_step():
         model.zero_grad(set_to_none=True)
-        with autocast(device, args.amp):
+        with autocast(device, args.amp_dtype):
             loss = sum(o.float().mean() for o in model(x))
         loss.backward()
 
@@ -108,7 +111,8 @@ def measure_layout(models, args, device, layout):
 
 def child_peak_memory(args):
     """``--peak-memory-of``: print one model's training-step peak as JSON."""
-    model = build_models(args.depth, args.with_cp)[args.peak_memory_of]
+    model = build_models(args.depth, args.with_cp, args.no_recompute,
+                         args.compile)[args.peak_memory_of]
     _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'),
                                         args.layouts[0])
     model.train()
@@ -121,11 +125,12 @@ def child_peak_memory(args):
 
 
 def benchmark_backbones(args, device):
-    models = build_models(args.depth, args.with_cp)
+    models = build_models(args.depth, args.with_cp, args.no_recompute,
+                          args.compile)
     x = torch.randn(2, 3, 64, 64)
     same = check_same_function(models, x)
-    # a traced checkpoint fails
-    plain = [name for name in models if not name.endswith(CP_SUFFIX)]
+    # variants count as their model: a traced checkpoint fails
+    plain = [name for name in models if base_name(name) == name]
     # still in eval mode
     gmacs = {
         name: FlopAnalyzer(models[name], (torch.randn(
@@ -133,10 +138,14 @@ def benchmark_backbones(args, device):
                 False).uncalled_modules_warnings(False).total() / 1e9
         for name in plain
     }
-    gmacs.update({
-        name: gmacs[name[:-len(CP_SUFFIX)]]
-        for name in models if name not in plain
-    })
+    gmacs.update(
+        {name: gmacs[base_name(name)]
+         for name in models if name not in plain})
+    if args.syncbn:  # after the checks above, which run on the CPU
+        models = {
+            name: torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            for name, model in models.items()
+        }
     per_layout = {
         layout: measure_layout(models, args, device, layout)
         for layout in args.layouts

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .measure import autocast, interleaved_times
+from .measure import autocast, interleaved_times, peak_memory
 
 DETECTOR_CONFIG = (
     Path(__file__).parents[3] / 'configs/detection/'
@@ -56,11 +56,18 @@ def benchmark_detector(args, device):
                for metric in times}
         for name in detectors
     }
+    if device.type == 'cuda':  # the CPU's needs a child process per model
+        for name, det in detectors.items():
+            det.train()
+            report[name]['train_peak_mib'] = peak_memory(
+                steps[name][0], device) / 2**20
     for name, r in report.items():
         print(
             f"  Faster R-CNN, {name} backbone: "
             f"train step {r['train_step_s']:.3f} s, "
-            f"inference {r['infer_s']:.3f} s",
+            f"inference {r['infer_s']:.3f} s" +
+            (f", train peak {r['train_peak_mib']:.0f} MiB"
+             if 'train_peak_mib' in r else ''),
             flush=True)
     return report
 
@@ -72,13 +79,13 @@ def detector_steps(det, data, args, device):
 
     def train_step():
         det.zero_grad(set_to_none=True)
-        with autocast(device, args.amp):
+        with autocast(device, args.amp_dtype):
             losses = det(**train_data, mode='loss')
         loss, _ = det.parse_losses(losses)
         loss.backward()
 
     def infer():
-        with torch.no_grad(), autocast(device, args.amp):
+        with torch.no_grad(), autocast(device, args.amp_dtype):
             det(**test_data, mode='predict')
 
     return train_step, infer

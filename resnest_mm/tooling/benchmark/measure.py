@@ -66,20 +66,19 @@ def _proc_status(key):
             return int(line.split()[1]) * 1024
 
 
-def autocast(device, amp):
-    if not amp:
+def autocast(device, amp_dtype):
+    """``torch.autocast`` to ``amp_dtype`` ('float16', 'bfloat16'), or none
+    for None."""
+    if amp_dtype is None:
         return nullcontext()
-    return torch.autocast(
-        device.type,
-        dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
+    return torch.autocast(device.type, dtype=getattr(torch, amp_dtype))
 
 
-def matmul_peak_gflops(device, amp, args):
+def matmul_peak_gflops(device, amp_dtype, args):
     """GFLOP/s of a large square matrix product: the machine's practical
     peak."""
     n = 8192 if device.type == 'cuda' else 4096
-    dtype = (torch.float16 if device.type == 'cuda' else
-             torch.bfloat16) if amp else torch.float32
+    dtype = getattr(torch, amp_dtype or 'float32')
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = interleaved_times({'mm': lambda: a @ b}, device, args.warmup,

@@ -8,6 +8,9 @@ from ..references import authors_layer4
 
 AUTHORS_DEPTHS = (50, 101, 200, 269)
 CP_SUFFIX = ' (with_cp)'
+NO_RECOMPUTE_SUFFIX = ' (recompute_activations=False)'
+COMPILED_SUFFIX = ' (compiled)'
+VARIANT_SUFFIXES = (CP_SUFFIX, NO_RECOMPUTE_SUFFIX, COMPILED_SUFFIX)
 UPSTREAM_DEPTHS = (50, 101, 152, 200)  # mmdet's ResNeSt has no 14, 26 or 269
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 
@@ -24,10 +27,21 @@ class AuthorsBackbone(torch.nn.Module):
         return authors_layer4(self.net, x)
 
 
-def build_models(depth, with_cp=False):
+def base_name(name):
+    """The model a variant (``'ours (compiled)'``) is built from
+    (``'ours'``)."""
+    for suffix in VARIANT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def build_models(depth, with_cp=False, no_recompute=False, compile=False):
     """``{name: backbone}``; every ResNeSt holds the same weights.
 
-    ``with_cp`` adds ours and upstream with gradient checkpointing per block.
+    ``with_cp`` adds ours and upstream with gradient checkpointing per block,
+    ``no_recompute`` ours without its memory-saving path, ``compile`` ours
+    and upstream under ``torch.compile`` (default inductor settings).
     """
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
     from mmdet.models.backbones import ResNet
@@ -43,6 +57,9 @@ def build_models(depth, with_cp=False):
             depth=depth, stem_channels=stem, with_cp=True)
         models['upstream mmdet' + CP_SUFFIX] = UpstreamResNeSt(
             depth=depth, stem_channels=stem, with_cp=True)
+    if no_recompute:
+        models['ours' + NO_RECOMPUTE_SUFFIX] = ResNeSt(
+            depth=depth, stem_channels=stem, recompute_activations=False)
     if depth in AUTHORS_DEPTHS:
         from resnest.torch import resnest
         authors = getattr(resnest, f'resnest{depth}')(pretrained=False)
@@ -54,6 +71,11 @@ def build_models(depth, with_cp=False):
     for name, model in models.items():
         if name not in ('ours', 'authors'):
             model.load_state_dict(ours.state_dict())
+    if compile:
+        for name in ('ours', 'upstream mmdet'):
+            twin = type(models[name])(depth=depth, stem_channels=stem)
+            twin.load_state_dict(ours.state_dict())
+            models[name + COMPILED_SUFFIX] = torch.compile(twin)
     resnet_depth = depth if depth in RESNET_DEPTHS else 50
     models[f'ResNet-{resnet_depth} (mmdet)'] = ResNet(depth=resnet_depth)
     return models
@@ -65,10 +87,10 @@ def last_output(out):
 
 def check_same_function(models, x):
     """Largest relative difference of each ResNeSt's last stage from ours
-    (eval, fp32)."""
+    (eval, fp32); variants of one model compute its function."""
     outputs = {}
     for name, model in models.items():
-        if 'ResNet' not in name:
+        if 'ResNet' not in name and base_name(name) == name:
             model.eval()  # upstream's eval() returns None, so not chained
             with torch.no_grad():
                 outputs[name] = last_output(model(x))
