@@ -108,3 +108,23 @@ def _fewer_proposals(model_cfg):
     rcnn = model_cfg.train_cfg.rcnn
     for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
         stage.sampler.num = 32
+
+
+def test_every_config_carries_mmdets_tta():
+    """--tta: mmdet's usual 3 scales x 2 flips (its retinanet_tta.py), at
+    128 px in the demos; boxes merged by NMS at IoU 0.5."""
+    import mmdet
+
+    from resnest_mm.tooling.tta import describe_tta
+    upstream = Config.fromfile(
+        Path(mmdet.__file__).parent /
+        '.mim/configs/retinanet/retinanet_tta.py')
+    demo = ('6 views per image: scales ((128, 128), (64, 64), (192, 192)) x '
+            'flips (horizontal, none)')
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        assert cfg.tta_model.type == 'DetTTAModel', path
+        assert cfg.tta_model.tta_cfg == upstream.tta_model.tta_cfg, path
+        assert describe_tta(
+            cfg.tta_pipeline) == (demo if 'demo' in path.parts else
+                                  describe_tta(upstream.tta_pipeline)), path

@@ -3,15 +3,18 @@ the config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
                          [--show-dir DIR] [--show] [--cfg-options k=v ...]
-                         [--launcher none|pytorch|slurm]
+                         [--launcher none|pytorch|slurm] [--tta]
 
 ``--out``: detection dumps predictions to a .pkl file (as mmdet); segmentation
 writes predicted label maps to that folder (as mmseg). ``--show-dir``: painted
-predictions, next to the ground truth, under the run's log folder.
+predictions, next to the ground truth, under the run's log folder. ``--tta``:
+test-time augmentation with the config's ``tta_model`` and ``tta_pipeline``
+(as mmdet's and mmseg's ``--tta``); the log names the scales and flips.
 """
 import argparse
 import os
 
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -21,6 +24,7 @@ from resnest_mm.tooling.runner_setup import (add_common_args,
                                              finish_distributed, load_config,
                                              parse_args, setup_distributed,
                                              task_of)
+from resnest_mm.tooling.tta import use_tta
 
 
 def get_args():
@@ -36,6 +40,11 @@ def get_args():
     parser.add_argument('--show-dir', help='folder for painted predictions')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation: the config's tta_model and "
+        'tta_pipeline')
     add_common_args(parser)
     return parse_args(parser)
 
@@ -64,6 +73,8 @@ def main():
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     check_datasets(cfg, splits=('test', ))
     cfg.load_from = args.checkpoint
+    if args.tta:
+        tta = use_tta(cfg, args.config)
     if args.show or args.show_dir:
         enable_visualization(cfg, args, task)
     if args.out and task == 'segmentation':
@@ -79,6 +90,8 @@ def main():
     runner = (
         Runner.from_cfg(cfg)
         if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    if args.tta:
+        print_log(f'--tta: {tta}', logger='current')
     if args.out and task == 'detection':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
