@@ -15,8 +15,7 @@ val_dataloader = dict(dataset=dict(metainfo=dict(classes=classes)))
 test_dataloader = val_dataloader
 
 # A shorter schedule at a quarter of the demo's learning rate, as the weights
-# are trained already (mmdet's cityscapes/ configs fine-tune COCO weights
-# likewise for 8 epochs instead of 12).
+# are trained already.
 max_epochs = 2
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
