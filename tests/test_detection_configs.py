@@ -128,3 +128,22 @@ def test_every_config_carries_mmdets_tta():
         assert describe_tta(
             cfg.tta_pipeline) == (demo if 'demo' in path.parts else
                                   describe_tta(upstream.tta_pipeline)), path
+
+
+def test_tta_refuses_instance_masks_early_and_names_the_way_out():
+    from resnest_mm.tooling.tta import use_tta
+    cfg = Config.fromfile(
+        CONFIG_DIR / 'mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py')
+    with pytest.raises(ValueError, match='predicts instance masks') as error:
+        use_tta(cfg)
+    assert 'model.roi_head.mask_head=None test_evaluator.metric=bbox' in str(
+        error.value)
+
+
+def test_tta_without_tta_settings_names_them():
+    from resnest_mm.tooling.tta import use_tta
+    cfg = Config(
+        dict(
+            model=dict(type='FasterRCNN'), tta_model=dict(type='DetTTAModel')))
+    with pytest.raises(ValueError, match='has no tta_pipeline. Inherit'):
+        use_tta(cfg, 'my_config.py')

@@ -324,19 +324,6 @@ def test_flip_tta_of_a_mirror_image_is_plain_testing_and_its_mirror(
         plain.pred_instances.labels.repeat(len(flipped))[keep][:len(expected)])
 
 
-def test_tta_refuses_instance_masks_early_and_names_the_way_out():
-    from mmengine.config import Config
-
-    from resnest_mm.tooling.tta import use_tta
-    cfg = Config.fromfile(
-        ROOT / 'configs/detection/'
-        'mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py')
-    with pytest.raises(ValueError, match='predicts instance masks') as error:
-        use_tta(cfg)
-    assert 'model.roi_head.mask_head=None test_evaluator.metric=bbox' in str(
-        error.value)
-
-
 def test_fine_tuning_on_a_subset_of_the_classes(resumed_run, data_root,
                                                 tmp_path):
     """The demo detector, fine-tuned on two of its three classes: the box
