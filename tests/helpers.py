@@ -167,3 +167,50 @@ def checkpoint_saved(work_dir):
     except FileNotFoundError:
         return None
     return path if path and zipfile.is_zipfile(path) else None
+
+
+def flip_tta_of_mirror_image(config, checkpoint, image, tmp_path):
+    """Make ``image`` (HxWx3 uint8) left-right symmetric and predict it with
+    ``config``'s model from ``checkpoint``, plainly and with flip-only TTA.
+
+    The TTA is the config's ``tta_pipeline`` and ``tta_model`` with one
+    scale, the image's own (a resize that copies exactly), and no annotations.
+    Both flip views then feed the network the same pixels as plain testing.
+    Returns (the mirrored image's width, the plain prediction, the merged
+    TTA prediction, the views' flip flags in the TTA's order).
+    """
+    import numpy as np
+    from mmengine.config import Config
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.runner import load_checkpoint
+    from PIL import Image
+
+    from resnest_mm.tooling.runner_setup import build_model
+    from resnest_mm.tooling.tta import use_tta
+
+    half = image[:, :image.shape[1] // 2]
+    mirrored = np.ascontiguousarray(np.concatenate([half, half[:, ::-1]], 1))
+    path = tmp_path / 'mirrored.png'  # lossless: stays symmetric
+    Image.fromarray(mirrored).save(path)
+    height, width = mirrored.shape[:2]
+
+    cfg = Config.fromfile(config)
+    tta = cfg.tta_pipeline[-1]
+    flips = next(g for g in tta.transforms if g[0]['type'] == 'RandomFlip')
+    pack = tta.transforms[-1]
+    own_size = dict(type='Resize', scale=(width, height), keep_ratio=True)
+    tta.transforms = [[own_size], flips, pack]
+    use_tta(cfg)
+    model = build_model(cfg).eval()
+    load_checkpoint(model, str(checkpoint), map_location='cpu')
+    unflipped = next(f for f in flips if f['prob'] == 0)
+    plain = Compose([cfg.tta_pipeline[0], own_size, unflipped, *pack])
+
+    def predict(net, pipeline):
+        data = pseudo_collate([pipeline(dict(img_path=str(path), img_id=0))])
+        with torch.no_grad():
+            return net.test_step(data)[0]
+
+    return (width, predict(model.module,
+                           plain), predict(model, Compose(cfg.tta_pipeline)),
+            [f['prob'] == 1 for f in flips])

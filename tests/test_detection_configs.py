@@ -184,3 +184,42 @@ def _fewer_proposals(model_cfg):
     rcnn = model_cfg.train_cfg.rcnn
     for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
         stage.sampler.num = 8
+
+
+def test_every_config_carries_mmdets_tta():
+    """--tta: mmdet's usual 3 scales x 2 flips (its retinanet_tta.py), at
+    128 px in the demos; boxes merged by NMS at IoU 0.5."""
+    import mmdet
+
+    from resnest_mm.tooling.tta import describe_tta
+    upstream = Config.fromfile(
+        Path(mmdet.__file__).parent /
+        '.mim/configs/retinanet/retinanet_tta.py')
+    demo = ('6 views per image: scales ((128, 128), (64, 64), (192, 192)) x '
+            'flips (horizontal, none)')
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        assert cfg.tta_model.type == 'DetTTAModel', path
+        assert cfg.tta_model.tta_cfg == upstream.tta_model.tta_cfg, path
+        assert describe_tta(
+            cfg.tta_pipeline) == (demo if 'demo' in path.parts else
+                                  describe_tta(upstream.tta_pipeline)), path
+
+
+def test_tta_refuses_instance_masks_early_and_names_the_way_out():
+    from resnest_mm.tooling.tta import use_tta
+    cfg = Config.fromfile(
+        CONFIG_DIR / 'mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py')
+    with pytest.raises(ValueError, match='predicts instance masks') as error:
+        use_tta(cfg)
+    assert 'model.roi_head.mask_head=None test_evaluator.metric=bbox' in str(
+        error.value)
+
+
+def test_tta_without_tta_settings_names_them():
+    from resnest_mm.tooling.tta import use_tta
+    cfg = Config(
+        dict(
+            model=dict(type='FasterRCNN'), tta_model=dict(type='DetTTAModel')))
+    with pytest.raises(ValueError, match='has no tta_pipeline. Inherit'):
+        use_tta(cfg, 'my_config.py')

@@ -22,9 +22,11 @@ from resnest_mm.tooling.demo_data import (make_coco_panoptic_shapes,
                                           make_coco_shapes)
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
-from helpers import ROOT, kill_when, run, run_unchecked, tool
+from helpers import (ROOT, flip_tta_of_mirror_image, kill_when, run,
+                     run_unchecked, tool)
 
 DEMO = ROOT / 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
+FINE_TUNING = DEMO.with_name('faster-rcnn_s14_fpn_ft-2e_demo-shapes-2cls.py')
 ITERS_PER_EPOCH = 4  # 8 training images, batch 2
 
 TINY = '''
@@ -413,3 +415,89 @@ def test_missing_config_is_named():
         tool('train.py') + ['configs/detection/nope.py'], timeout=300)
     missing = "config file not found: 'configs/detection/nope.py'"
     assert proc.returncode != 0 and missing in proc.stderr
+
+
+def test_tta_names_its_views_and_reports_the_augmented_ap(
+        resumed_run, tmp_path):
+    cfg, work, _ = resumed_run
+    out = run(
+        tool('test.py') + [
+            cfg,
+            str(work / 'epoch_3.pth'),
+            '--work-dir',
+            str(tmp_path),
+            '--tta',
+            '--cfg-options',
+            'test_dataloader.dataset.indices=1'  # 1 image x 6 views
+        ])
+    assert ('--tta: DetTTAModel merges 6 views per image: scales '
+            '((128, 128), (64, 64), (192, 192)) x flips (horizontal, none)'
+            in out)
+    assert 'coco/bbox_mAP:' in out and 'coco/bbox_mAP_50:' in out
+
+
+def test_flip_tta_of_a_mirror_image_is_plain_testing_and_its_mirror(
+        resumed_run, data_root, tmp_path):
+    """Flipped, a left-right symmetric image is the same image: flip-only TTA
+    must give the boxes of plain testing merged with their mirror images
+    (the config's NMS), in the views' order.
+
+    Not the plain boxes alone: the network is not exactly flip-equivariant
+    (its stride-2 sampling grids start at the left edge), so plain testing of
+    a symmetric image does not give symmetric boxes.
+    """
+    import numpy as np
+    import torch
+    from mmcv.ops import batched_nms
+    from mmengine.config import Config
+    from PIL import Image
+
+    cfg, work, _ = resumed_run
+    image = np.asarray(Image.open(data_root / 'val2017/000000000001.jpg'))
+    width, plain, merged, flipped = flip_tta_of_mirror_image(
+        cfg,
+        work / 'epoch_3.pth',
+        image.repeat(2, 0).repeat(2, 1),  # 128 px, the demo's test scale
+        tmp_path)
+    boxes = plain.pred_instances.bboxes
+    assert len(boxes) > 0
+    mirrored = torch.stack(
+        [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+        1)
+    tta_cfg = Config.fromfile(cfg).tta_model.tta_cfg
+    expected, keep = batched_nms(
+        torch.cat([mirrored if f else boxes for f in flipped]),
+        plain.pred_instances.scores.repeat(len(flipped)),
+        plain.pred_instances.labels.repeat(len(flipped)), tta_cfg.nms)
+    expected = expected[:tta_cfg.max_per_img]
+    torch.testing.assert_close(merged.pred_instances.bboxes, expected[:, :4])
+    torch.testing.assert_close(merged.pred_instances.scores, expected[:, 4])
+    assert torch.equal(
+        merged.pred_instances.labels,
+        plain.pred_instances.labels.repeat(len(flipped))[keep][:len(expected)])
+
+
+def test_fine_tuning_on_a_subset_of_the_classes(resumed_run, data_root,
+                                                tmp_path):
+    """The demo detector, fine-tuned on two of its three classes: the box
+    head's classifier and regressor are re-initialised and listed, the rest
+    is loaded, and after one epoch it finds the two classes."""
+    _, work, _ = resumed_run
+    cfg = tiny_config(tmp_path, data_root, base=FINE_TUNING, epochs=1)
+    checkpoint = work / 'epoch_3.pth'
+    out = run(
+        tool('train.py') + [
+            cfg, '--work-dir',
+            str(tmp_path / 'work'), '--cfg-options', f'load_from={checkpoint}'
+        ])
+    reinitialised = (
+        're-initialised, shape differs from the checkpoint: 4 ('
+        'roi_head.bbox_head.fc_cls.weight (4, 1024) -> (3, 1024), '
+        'roi_head.bbox_head.fc_cls.bias (4,) -> (3,), '
+        'roi_head.bbox_head.fc_reg.weight (12, 1024) -> (8, 1024), '
+        'roi_head.bbox_head.fc_reg.bias (12,) -> (8,))')
+    assert reinitialised in out
+    assert ('not in the checkpoint: none; unused from the checkpoint: none'
+            in out)
+    _, val = read_scalars(tmp_path / 'work')
+    assert val[-1]['coco/bbox_mAP'] > 0

@@ -203,7 +203,10 @@ def test_config_builds_ours_and_runs(path):
     model = build_model(cfg)
     assert isinstance(model.backbone, resnest_mm.ResNeSt)
     num_classes = model.decode_head.num_classes
-    assert num_classes == DATASETS[dataset_of(path)][0]
+    expected = DATASETS[dataset_of(path)][0]
+    if 'classes' in cfg:  # a fine-tuning config names its own
+        expected = len(cfg.classes)
+    assert num_classes == expected
 
     gen = torch.Generator().manual_seed(0)
     packed = dict(inputs=[], data_samples=[])
@@ -258,3 +261,17 @@ def test_the_backbone_init_cfg_is_the_only_source_of_weights(tmp_path):
             ValueError,
             match='init_cfg and pretrained cannot be set at the same'):
         build_model(cfg)
+
+
+def test_every_config_carries_mmsegs_tta():
+    """--tta: mmseg's ratios 0.5-1.75 of the image, each with and without a
+    horizontal flip, class probabilities averaged (SegTTAModel); the demos
+    take them as they are, ratios of their small images."""
+    from resnest_mm.tooling.tta import describe_tta
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        assert cfg.tta_model.type == 'SegTTAModel', path
+        assert describe_tta(cfg.tta_pipeline) == (
+            '12 views per image: scales (factor 0.5, factor 0.75, factor 1.0, '
+            'factor 1.25, factor 1.5, factor 1.75) x flips (none, horizontal)'
+        ), path

@@ -15,7 +15,7 @@ from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
                                           make_cityscapes_scenes,
                                           make_pascal_context_scenes)
 from resnest_mm.tooling.run_logs import read_scalars
-from helpers import ROOT, run, run_unchecked, tool
+from helpers import ROOT, flip_tta_of_mirror_image, run, run_unchecked, tool
 
 TINY = '''
 _base_ = '{base}'
@@ -147,3 +147,93 @@ def test_pascal_context_trains_and_reports_miou(tmp_path):
          str(work / 'iter_2.pth'), '--work-dir',
          str(tmp_path)])
     assert 'mIoU:' in out and 'aAcc:' in out
+
+
+#: mmseg's TTA: the ratios 0.5-1.75 of the image, with flip
+MMSEG_TTA = ('SegTTAModel merges 12 views per image: scales (factor 0.5, '
+             'factor 0.75, factor 1.0, factor 1.25, factor 1.5, factor 1.75) '
+             'x flips (none, horizontal)')
+
+
+def test_tta_names_its_views_and_reports_the_augmented_miou(trained, tmp_path):
+    dataset, cfg, work, _ = trained
+    if dataset != 'ade20k':
+        pytest.skip('one dataset shows it: both inherit mmseg\'s TTA, checked '
+                    'for every config in test_segmentation_configs.py')
+    out = run(
+        tool('test.py') + [
+            cfg,
+            str(work / 'iter_4.pth'),
+            '--work-dir',
+            str(tmp_path),
+            '--tta',
+            '--cfg-options',
+            'test_dataloader.dataset.indices=1'  # 1 image x 12 views
+        ])
+    assert f'--tta: {MMSEG_TTA}' in out
+    assert 'mIoU:' in out and 'aAcc:' in out
+
+
+def test_flip_tta_of_a_mirror_image_is_plain_testing_and_its_mirror(
+        trained, tmp_path):
+    """Flipped, a left-right symmetric image is the same image: flip-only TTA
+    must average the class probabilities of plain testing with their mirror
+    image, and so predict a symmetric label map.
+
+    Not the plain prediction alone: the network is not exactly
+    flip-equivariant (its stride-2 sampling grids start at the left edge).
+    """
+    import torch
+    dataset, cfg, work, _ = trained
+    if dataset != 'ade20k':
+        pytest.skip('one dataset shows it: both use mmseg\'s SegTTAModel')
+    image = np.asarray(
+        Image.open(next((work.parent / 'data').rglob('ADE_val_*.jpg'))))
+    _, plain, merged, flipped = flip_tta_of_mirror_image(
+        cfg,
+        work / 'iter_4.pth',
+        image.repeat(2, 0).repeat(2, 1),  # the demo's test scale
+        tmp_path)
+    probs = plain.seg_logits.data.softmax(0)
+    expected = (sum(probs.flip(-1) if f else probs
+                    for f in flipped) / len(flipped)).argmax(0)
+    predicted = merged.pred_sem_seg.data[0]
+    assert torch.equal(predicted, expected)
+    assert torch.equal(predicted, predicted.flip(-1))
+
+
+def test_fine_tuning_reinitialises_both_classifiers_whole(trained):
+    """The ADE20K demo segmentor into the 3-class fine-tuning config: the two
+    heads' classifiers keep their fresh initialisation (no part of the
+    checkpoint's 150-class tensors is copied) and are the ones listed; every
+    other tensor comes from the checkpoint."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from resnest_mm.tooling.fine_tuning import (checkpoint_state_dict,
+                                                compare_state_dicts)
+    from resnest_mm.tooling.runner_setup import build_model
+    dataset, _, work, _ = trained
+    if dataset != 'ade20k':
+        pytest.skip('the fine-tuning demo config starts from ADE20K')
+    model = build_model(
+        Config.fromfile(ROOT / 'configs/segmentation/demo/'
+                        'resnest_s14-d8_deeplabv3_ft-100_ade20k-demo-3cls-'
+                        '64x64.py'))
+    model.init_weights()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint = checkpoint_state_dict(str(work / 'iter_4.pth'))
+    loaded, report = compare_state_dicts(checkpoint, initial)
+    assert ('re-initialised, shape differs from the checkpoint: 4 ('
+            'decode_head.conv_seg.weight (150, 512, 1, 1) -> (3, 512, 1, 1), '
+            'decode_head.conv_seg.bias (150,) -> (3,), '
+            'auxiliary_head.conv_seg.weight (150, 256, 1, 1) -> '
+            '(3, 256, 1, 1), auxiliary_head.conv_seg.bias (150,) -> (3,)); '
+            'initialised, not in the checkpoint: none; '
+            'unused from the checkpoint: none') in report
+    load_checkpoint(model, str(work / 'iter_4.pth'), map_location='cpu')
+    for name, tensor in model.state_dict().items():
+        source = checkpoint if name in loaded else initial
+        assert torch.equal(tensor, source[name]), name
+    assert len(loaded) == len(initial) - 4

@@ -3,11 +3,13 @@ the config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
                          [--show-dir DIR] [--show] [--cfg-options k=v ...]
-                         [--launcher none|pytorch|slurm]
+                         [--launcher none|pytorch|slurm] [--tta]
 
 ``--out``: detection dumps predictions to a .pkl file (as mmdet); segmentation
 writes predicted label maps to that folder (as mmseg). ``--show-dir``: painted
-predictions, next to the ground truth, under the run's log folder.
+predictions, next to the ground truth, under the run's log folder. ``--tta``:
+test-time augmentation with the config's ``tta_model`` and ``tta_pipeline``
+(as mmdet's and mmseg's ``--tta``); the log names the scales and flips.
 
 CHECKPOINT is a path or an http(s) URL (e.g. a model zoo's checkpoint): a URL
 is downloaded once into the torch hub cache, as mmengine does; offline, the
@@ -16,6 +18,7 @@ error names the URL and where to put the file.
 import argparse
 import os
 
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -25,6 +28,7 @@ from resnest_mm.tooling.runner_setup import (add_common_args,
                                              finish_distributed, load_config,
                                              parse_args, setup_distributed,
                                              task_of)
+from resnest_mm.tooling.tta import use_tta
 from resnest_mm.weights import download_checkpoint
 
 
@@ -41,6 +45,11 @@ def get_args():
     parser.add_argument('--show-dir', help='folder for painted predictions')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation: the config's tta_model and "
+        'tta_pipeline')
     add_common_args(parser)
     return parse_args(parser)
 
@@ -72,6 +81,8 @@ def main():
         raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
     check_datasets(cfg, splits=('test', ))
     cfg.load_from = checkpoint
+    if args.tta:
+        tta = use_tta(cfg, args.config)
     if args.show or args.show_dir:
         enable_visualization(cfg, args, task)
     if args.out and task == 'segmentation':
@@ -87,6 +98,8 @@ def main():
     runner = (
         Runner.from_cfg(cfg)
         if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    if args.tta:
+        print_log(f'--tta: {tta}', logger='current')
     if args.out and task == 'detection':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

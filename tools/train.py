@@ -6,7 +6,9 @@
 
 The flags are mmdet's and mmseg's, and ``--compile`` (mmengine's
 ``cfg.compile``). Distributed runs start through
-tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
+tools/dist_train.sh (torchrun) or tools/slurm_train.sh. A run that starts from
+the config's ``load_from`` (fine-tuning) lists in its log the weights the
+checkpoint did not give (heads re-initialised for other classes).
 """
 import argparse
 import os
@@ -17,6 +19,7 @@ from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
 from resnest_mm.tooling.dataset_checks import check_datasets
+from resnest_mm.tooling.fine_tuning import FineTuningReportHook
 from resnest_mm.tooling.runner_setup import (add_common_args,
                                              finish_distributed,
                                              latest_checkpoint, load_config,
@@ -77,6 +80,13 @@ def main():
             raise FileNotFoundError(
                 f'--resume checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('load_from') and not cfg.get('resume'):
+        if '://' not in cfg.load_from and not os.path.isfile(cfg.load_from):
+            raise FileNotFoundError(
+                f'load_from checkpoint not found: {cfg.load_from} (set it '
+                'with --cfg-options load_from=PATH)')
+        cfg.custom_hooks = cfg.get(
+            'custom_hooks', []) + [dict(type=FineTuningReportHook.__name__)]
     setup_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(
         cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -33,6 +33,8 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
+# --tta: mmseg's tta_pipeline as inherited; its ratios are of the image, so
+# at demo size already.
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=2, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
