@@ -125,9 +125,11 @@ def finish_distributed():
 
     Left to interpreter shutdown, gloo's worker threads are sometimes
     destroyed while still running, and the process aborts ("terminate called
-    without an active exception") after a finished run.
+    without an active exception") after a finished run. The barrier first:
+    no rank tears down its gloo pairs while another still talks to it.
     """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
