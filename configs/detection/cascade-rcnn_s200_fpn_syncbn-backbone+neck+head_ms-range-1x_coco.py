@@ -20,29 +20,3 @@ model = dict(
 # TEST.PRECISE_BN (NUM_ITER 200): at the end of training, before testing
 custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]
 
-# test-time augmentation (tools/test.py --tta): mmdet's usual flip x 3 scales
-tta_model = dict(
-    type='DetTTAModel',
-    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(type='Resize', scale=s, keep_ratio=True)
-                for s in [(1333, 800), (666, 400), (2000, 1200)]
-            ],
-            [
-                dict(type='RandomFlip', prob=1.),
-                dict(type='RandomFlip', prob=0.)
-            ],
-            [dict(type='LoadAnnotations', with_bbox=True)],
-            [
-                dict(
-                    type='PackDetInputs',
-                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                               'scale_factor', 'flip', 'flip_direction'))
-            ],
-        ])
-]
