@@ -19,4 +19,3 @@ model = dict(
 
 # TEST.PRECISE_BN (NUM_ITER 200): at the end of training, before testing
 custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]
-
