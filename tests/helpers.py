@@ -9,10 +9,55 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+# ResNeSt-50's first two stages: what many tests need, at half the cost
+TWO_STAGES = dict(
+    num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(0, 1))
+
+
+def _is_weight(t, weights):
+    """Whether saved tensor ``t`` is a parameter or autocast's cast of one."""
+    node = t.grad_fn
+    return t.untyped_storage().data_ptr() in weights or (
+        node is not None and node.name() == 'ToCopyBackward0'
+        and isinstance(node.next_functions[0][0].variable, torch.nn.Parameter))
+
+
+def saved_activation_bytes(model, x):
+    """Bytes of the distinct activation storages autograd keeps for backward
+    (weights excluded), and the output.
+
+    Counted where the keeping is decided: by a saved-tensor hook, and inside
+    our backbone, whose :class:`RecomputedActivations` hooks take precedence,
+    as the tensors those store (not recipes).
+    """
+    import resnest_mm.backbone
+    from resnest_mm.recomputed_ops import RecomputedActivations
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def count(t):
+        if isinstance(t, torch.Tensor) and not _is_weight(t, weights):
+            storages[
+                t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    class Counting(RecomputedActivations):
+
+        def _pack(self, tensor):
+            return count(super()._pack(tensor))
+
+    with mock.patch.object(resnest_mm.backbone, 'RecomputedActivations',
+                           Counting), \
+            torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        out = model(x)
+    return sum(storages.values()), out
 
 
 def rel_err(actual, expected):

@@ -7,36 +7,8 @@ from mmdet.models.backbones.resnest import \
     SplitAttentionConv2d as UpstreamSplitAttention
 
 from resnest_mm import ResNeSt, SplitAttentionConv2d
-from helpers import images, randomize_, rel_err
-
-# ResNeSt-50's first two stages: what the tests below need, at half the cost
-TWO_STAGES = dict(
-    num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(0, 1))
-
-
-def _is_weight(t, weights):
-    """Whether saved tensor ``t`` is a parameter or autocast's cast of one."""
-    node = t.grad_fn
-    return t.untyped_storage().data_ptr() in weights or (
-        node is not None and node.name() == 'ToCopyBackward0'
-        and isinstance(node.next_functions[0][0].variable, torch.nn.Parameter))
-
-
-def _saved_bytes(model, x):
-    """Bytes of the distinct activation storages autograd keeps for backward
-    (weights excluded)."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(t):
-        if not _is_weight(t, weights):
-            storages[
-                t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    return sum(storages.values()), out
+from helpers import (TWO_STAGES, images, randomize_, rel_err,
+                     saved_activation_bytes)
 
 
 def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
@@ -47,8 +19,8 @@ def test_training_keeps_two_fewer_split_sized_tensors_than_upstream():
     ref.load_state_dict(ours.state_dict())
     ref.train()
     x = torch.randn(4, 64, 32, 32, requires_grad=True)
-    ours_bytes, _ = _saved_bytes(ours, x)
-    ref_bytes, _ = _saved_bytes(ref, x)
+    ours_bytes, _ = saved_activation_bytes(ours, x)
+    ref_bytes, _ = saved_activation_bytes(ref, x)
     split_tensor = 4 * 128 * 32 * 32 * 4  # (B, R*C, H, W) float32
     # upstream keeps its input, the conv output, the splits and the output
     assert ref_bytes - ours_bytes >= split_tensor * 0.99
@@ -61,43 +33,21 @@ def _autocast(amp):
 
 
 @pytest.mark.parametrize('amp', [False, True], ids=['fp32', 'bf16-autocast'])
-def test_backbone_training_step_keeps_a_quarter_less_than_upstream(
-        monkeypatch, amp):
-    """What ours keeps is counted where it decides: tensors its hooks store,
-    not recipes.
-
-    Under autocast the norms take a bfloat16 conv output with float32
+def test_backbone_training_step_keeps_a_quarter_less_than_upstream(amp):
+    """Under autocast the norms take a bfloat16 conv output with float32
     parameters; upstream is counted under the same autocast. The weights'
-    bfloat16 copies, kept by both alike, are not activations.
-    """
-    import resnest_mm.backbone
-    from resnest_mm.recomputed_ops import RecomputedActivations
-
-    kept = {}
-
-    class Counting(RecomputedActivations):
-
-        def _pack(self, tensor):
-            packed = super()._pack(tensor)
-            if isinstance(packed,
-                          torch.Tensor) and not _is_weight(packed, weights):
-                kept[packed.untyped_storage().data_ptr(
-                )] = packed.untyped_storage().nbytes()
-            return packed
-
-    monkeypatch.setattr(resnest_mm.backbone, 'RecomputedActivations', Counting)
+    bfloat16 copies, kept by both alike, are not activations."""
     ref = MMDetUpstream(depth=50, norm_eval=False)
     ours = ResNeSt(depth=50)
     ours.load_state_dict(ref.state_dict())
     ref.train()  # upstream's train() returns None
     ours.train()
-    weights = {p.untyped_storage().data_ptr() for p in ours.parameters()}
     x = images((2, 3, 64, 64))
     with _autocast(amp):
-        out = ours(x)
-        ref_bytes, ref_out = _saved_bytes(ref, x)
+        ours_bytes, out = saved_activation_bytes(ours, x)
+        ref_bytes, ref_out = saved_activation_bytes(ref, x)
     assert out[-1].dtype == ref_out[-1].dtype
-    assert 0 < sum(kept.values()) <= 0.75 * ref_bytes
+    assert 0 < ours_bytes <= 0.75 * ref_bytes
 
 
 def test_recompute_activations_off_keeps_more_and_matches_upstream():
@@ -112,9 +62,9 @@ def test_recompute_activations_off_keeps_more_and_matches_upstream():
     off.load_state_dict(ref.state_dict())
     ref.train()
     x = images((4, 3, 64, 64)).double()
-    off_bytes, out_off = _saved_bytes(off.train(), x)
-    on_bytes, _ = _saved_bytes(on.train(), x)
-    assert off_bytes > 1.2 * on_bytes
+    off_bytes, out_off = saved_activation_bytes(off.train(), x)
+    on_bytes, _ = saved_activation_bytes(on.train(), x)
+    assert off_bytes > 1.2 * on_bytes > 0
     out_ref = ref(x)
     sum(o.sum() for o in out_ref).backward()
     sum(o.sum() for o in out_off).backward()
