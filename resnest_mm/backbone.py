@@ -121,10 +121,10 @@ class ResNeSt(BaseModule):
             BN input and batch statistics instead of its output, and the
             split-attention's splits and weighted sum are rebuilt in
             backward. It acts in training with gradients, in eager mode, on
-            plain ``BatchNorm2d`` (also SyncBN that mmengine reverts to BN
-            in one process), in float32 or float64 and under
-            ``torch.autocast``; elsewhere (SyncBN across processes, GN,
-            DropBlock, ``torch.compile``, tracing) the plain path runs.
+            ``BatchNorm2d`` and ``SyncBatchNorm`` (across processes where
+            torch's runs: CUDA, XPU), in float32 or float64 and under
+            ``torch.autocast``; elsewhere (GN, DropBlock,
+            ``torch.compile``, tracing) the plain path runs.
             Outputs and gradients are the same either way; False always takes
             the plain path. Default: True.
 

@@ -19,9 +19,18 @@ Under ``torch.autocast`` the conv output ``c`` is float16 or bfloat16 while
 the norm's parameters and statistics stay float32, as in
 :class:`torch.nn.BatchNorm2d`, whose kernels take that mix: the same kernels
 run here, and the output is rebuilt in float32 and rounded to ``c``'s dtype.
+
+A :class:`torch.nn.SyncBatchNorm` that combines the batches of several
+processes runs torch's own SyncBatchNorm function (kernels, collectives and
+running statistics) inside :class:`_SyncBatchNormReLU`; it keeps what torch's
+function keeps, the input and the global statistics, so the output is rebuilt
+from them as for a plain BatchNorm.
 """
 import torch
+import torch.distributed as dist
 from torch.autograd.function import once_differentiable
+# torch's SyncBatchNorm autograd function, run as is for the norm
+from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBatchNorm
 
 
 def weighted_split_sum(splits, atten, radix):
@@ -42,14 +51,16 @@ def norm_relu(c, norm, relu, dropblock=None, recompute=True):
     instead, a handle.
 
     The handle (for :func:`recomputing_weighted_sum`) is None on the plain
-    path: ``recompute=False``, eval mode, no gradient, other norms (SyncBN
-    across processes included), a DropBlock between, tracing, and
-    torch.compile (whose partitioner chooses what to recompute itself).
+    path: ``recompute=False``, eval mode, no gradient, norms other than
+    BatchNorm2d and SyncBatchNorm, SyncBatchNorm across processes on a device
+    torch's SyncBatchNorm refuses (it raises there), a DropBlock between,
+    tracing, and torch.compile (whose partitioner chooses what to recompute
+    itself).
     """
     if (recompute and dropblock is None and torch.is_grad_enabled()
-            and not tracing(c) and type(norm) is torch.nn.BatchNorm2d
-            and norm.training and norm.affine
-            and _batch_norm_takes(c.dtype, norm.weight.dtype)):
+            and not tracing(c) and _normalises_as_torch(norm) and norm.training
+            and norm.affine and _batch_norm_takes(c.dtype, norm.weight.dtype)
+            and (sync_group(norm) is None or _syncs_on(c.device))):
         return _batch_norm_relu(c, norm)
     x = norm(c)
     if dropblock is not None:
@@ -64,6 +75,33 @@ def _batch_norm_takes(input_dtype, param_dtype):
     return input_dtype == param_dtype or (input_dtype
                                           in (torch.float16, torch.bfloat16)
                                           and param_dtype == torch.float32)
+
+
+def _normalises_as_torch(norm):
+    """Whether ``norm`` runs torch's own BatchNorm2d or SyncBatchNorm forward
+    (mmengine's ``SyncBN`` subclass only changes the input check)."""
+    return any(
+        isinstance(norm, cls) and type(norm).forward is cls.forward
+        for cls in (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm))
+
+
+def sync_group(norm):
+    """The process group over whose batches a training SyncBatchNorm
+    normalises, or None where it normalises its own batch (one process, not
+    distributed, eval mode, any other norm), as ``SyncBatchNorm.forward``
+    decides."""
+    if not (isinstance(norm, torch.nn.SyncBatchNorm) and norm.training
+            and dist.is_available() and dist.is_initialized()):
+        return None
+    group = norm.process_group or dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def _syncs_on(device):
+    """Whether torch's SyncBatchNorm runs across processes on ``device``
+    (the device types its ``forward`` accepts)."""
+    return device.type in ('cuda', 'hpu', 'xpu',
+                           torch._C._get_privateuse1_backend_name())
 
 
 def tracing(x):
@@ -82,9 +120,14 @@ def _batch_norm_relu(c, norm):
     else:
         momentum = 0.0
     shared = {}  # see _rebuilt_output
-    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias,
-                                           norm.running_mean, norm.running_var,
-                                           momentum, norm.eps, shared)
+    args = (c, norm.weight, norm.bias, norm.running_mean, norm.running_var,
+            momentum, norm.eps, shared)
+    group = sync_group(norm)
+    if group is None:
+        x, mean, invstd = _BatchNormReLU.apply(*args)
+    else:
+        x, mean, invstd = _SyncBatchNormReLU.apply(*args, group,
+                                                   dist.get_world_size(group))
     return x, (c, norm.weight, norm.bias, mean, invstd, shared)
 
 
@@ -134,25 +177,76 @@ class _BatchNormReLU(torch.autograd.Function):
         return out, mean, invstd
 
     @staticmethod
-    def rebuild(ctx):
-        """The output, from the saved input and statistics."""
-        return _rebuilt_output(ctx.shared, ctx.saved_tensors)
-
-    @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_invstd):
         saved = ctx.saved_tensors  # once: checkpointing allows a single unpack
         c, weight, bias, mean, invstd = saved
-        x = _rebuilt_output(ctx.shared, saved)
-        ctx.shared.clear()  # the last user of the rebuilt output
-        # the ReLU's backward
-        grad = torch.ops.aten.threshold_backward(grad, x, 0)
-        del x
+        grad = _relu_backward(ctx.shared, saved, grad)
         grad_c, grad_weight, grad_bias = (
             torch.ops.aten.native_batch_norm_backward(
                 grad, c, weight, None, None, mean, invstd, True, ctx.eps,
                 list(ctx.needs_input_grad[:3])))
         return grad_c, grad_weight, grad_bias, None, None, None, None, None
+
+
+class _SyncBatchNormReLU(torch.autograd.Function):
+    """``relu(SyncBatchNorm(c))`` over the processes of ``group``: torch's
+    SyncBatchNorm function for the norm, keeping its input and statistics
+    (and ``bias``, for the rebuild) but not the output."""
+
+    @staticmethod
+    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
+                shared, group, world_size):
+        sync = _TorchSyncContext()
+        out = _TorchSyncBatchNorm.forward(sync, c, weight, bias, running_mean,
+                                          running_var, eps, momentum, group,
+                                          world_size).relu_()
+        c, weight, mean, invstd, counts = sync.saved_tensors
+        ctx.save_for_backward(c, weight, bias, mean, invstd, counts)
+        ctx.group, ctx.shared, ctx.out_version = group, shared, out._version
+        ctx.mark_non_differentiable(mean, invstd)
+        return out, mean, invstd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_mean, _grad_invstd):
+        c, weight, bias, mean, invstd, counts = saved = ctx.saved_tensors
+        grad = _relu_backward(ctx.shared, saved[:5], grad)
+        sync = _TorchSyncContext(ctx.needs_input_grad, ctx.group,
+                                 (c, weight, mean, invstd, counts))
+        grad_c, grad_weight, grad_bias = _TorchSyncBatchNorm.backward(
+            sync, grad)[:3]
+        return (grad_c, grad_weight, grad_bias, None, None, None, None, None,
+                None, None)
+
+
+class _TorchSyncContext:
+    """The ``ctx`` torch's SyncBatchNorm function writes in forward and reads
+    in backward, kept apart from ours, which saves more."""
+
+    def __init__(self,
+                 needs_input_grad=None,
+                 process_group=None,
+                 saved_tensors=()):
+        self.needs_input_grad = needs_input_grad
+        self.process_group = process_group
+        self.saved_tensors = saved_tensors
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+
+def _rebuild_norm_relu(ctx):
+    """A norm-ReLU op's output, from its saved input and statistics."""
+    return _rebuilt_output(ctx.shared, ctx.saved_tensors[:5])
+
+
+def _relu_backward(shared, saved, grad):
+    """The ReLU's gradient, from the output rebuilt from ``saved``, whose last
+    user this is."""
+    x = _rebuilt_output(shared, saved)
+    shared.clear()
+    return torch.ops.aten.threshold_backward(grad, x, 0)
 
 
 class _RecomputingWeightedSum(torch.autograd.Function):
@@ -187,7 +281,8 @@ class _RecomputingWeightedSum(torch.autograd.Function):
 
 
 _REBUILDERS = {
-    _BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
+    _BatchNormReLU._backward_cls: _rebuild_norm_relu,
+    _SyncBatchNormReLU._backward_cls: _rebuild_norm_relu,
     _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild
 }
 

@@ -1,7 +1,6 @@
 """Split-attention convolution, the core of ResNeSt (Zhang et al. 2020,
 Sec. 3)."""
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_conv_layer, build_norm_layer
@@ -10,7 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .dependencies import require_mmcv_ops
 from .dropblock import DropBlock2d
-from .recomputed_ops import (norm_relu, recomputing_weighted_sum,
+from .recomputed_ops import (norm_relu, recomputing_weighted_sum, sync_group,
                              weighted_split_sum)
 
 
@@ -31,9 +30,10 @@ class SplitAttentionConv2d(BaseModule):
     summed, instead of building a summed ``(B, C, H, W)`` map only to pool
     it; and the weighted sum accumulates split by split, never holding a
     ``(B, R, C, H, W)`` product. Neither needs a contiguous copy, so
-    channels_last input stays so. In training with a plain BatchNorm, the
-    splits are not stored for backward but rebuilt from the conv output
-    (:mod:`.recomputed_ops`) unless ``recompute_activations=False``.
+    channels_last input stays so. In training with BatchNorm or
+    SyncBatchNorm, the splits are not stored for backward but rebuilt from the
+    conv output (:mod:`.recomputed_ops`) unless
+    ``recompute_activations=False``.
 
     Batch size 1 in training: the attention norm sees one value per channel,
     which has no batch statistics (BatchNorm raises there, upstream and in the
@@ -149,7 +149,7 @@ class SplitAttentionConv2d(BaseModule):
         if (self.training and not isinstance(x, torch.fx.Proxy)
                 and x.size(0) == 1 and isinstance(norm, _BatchNorm)
                 and norm.running_mean is not None
-                and not _syncs_across_processes(norm)):
+                and sync_group(norm) is None):
             return F.batch_norm(x, norm.running_mean, norm.running_var,
                                 norm.weight, norm.bias, False, 0.0, norm.eps)
         return norm(x)
@@ -175,12 +175,6 @@ class SplitAttentionConv2d(BaseModule):
             return recomputing_weighted_sum(x, atten, handle)
         return weighted_split_sum(
             x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
-
-
-def _syncs_across_processes(norm):
-    """Whether a SyncBatchNorm will gather statistics from other processes."""
-    return (isinstance(norm, nn.SyncBatchNorm) and dist.is_available()
-            and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 def _read_contiguous(deform_conv):
