@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 
 from resnest_mm import ResNeSt
+from resnest_mm.tooling.runner_setup import finish_distributed
 from helpers import (TWO_STAGES, images, randomize_, rel_err,
                      saved_activation_bytes)
 
@@ -152,7 +153,7 @@ def _rank(rank, init_file):
     ours_bytes, out = saved_activation_bytes(ours, shard)
     assert '_SyncBatchNormReLUBackward' in _graph_names(out)
     assert 0 < ours_bytes <= 0.75 * ref_bytes, (ours_bytes, ref_bytes)
-    dist.destroy_process_group()
+    finish_distributed()
 
 
 def test_across_processes_as_one_process_with_the_whole_batch(tmp_path):
