@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .architectures import STAGE_BLOCKS
 from .bottleneck import ResNeStBottleneck
-from .recomputed_ops import RecomputedActivations, norm_relu, tracing
+from .recomputed_ops import RecomputedActivations, max_pool, norm_relu, tracing
 from .weights import load_pretrained
 
 
@@ -501,7 +501,7 @@ class ResNeSt(BaseModule):
             else:
                 x, _ = norm_relu(
                     self.conv1(x), self.norm1, self.relu, recompute=recompute)
-            x = self.maxpool(x)
+            x = max_pool(x, self.maxpool, recompute=rebuild)
             outs = []
             for i, layer_name in enumerate(self.res_layers):
                 x = getattr(self, layer_name)(x)

@@ -68,6 +68,21 @@ def norm_relu(c, norm, relu, dropblock=None, recompute=True):
     return relu(x), None
 
 
+def max_pool(x, pool, recompute=True):
+    """``pool(x)`` for an ``nn.MaxPool2d``; in training, without keeping
+    the int64 indices of the maxima (4x the output's bytes in bfloat16).
+
+    Its backward finds the maxima again in ``x``, which it keeps anyway
+    (as a recipe, after :func:`norm_relu`); the same kernel picks the same
+    maxima, so the gradient is the plain path's.
+    """
+    if (recompute and x.requires_grad and torch.is_grad_enabled()
+            and not tracing(x) and not pool.return_indices):
+        return _MaxPool2d.apply(x, pool.kernel_size, pool.stride, pool.padding,
+                                pool.dilation, pool.ceil_mode)
+    return pool(x)
+
+
 def _batch_norm_takes(input_dtype, param_dtype):
     """Whether torch's batch norm kernels take this input and parameter dtype:
     the same, or autocast's float16/bfloat16 input with float32
@@ -247,6 +262,24 @@ def _relu_backward(shared, saved, grad):
     x = _rebuilt_output(shared, saved)
     shared.clear()
     return torch.ops.aten.threshold_backward(grad, x, 0)
+
+
+class _MaxPool2d(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+        ctx.pool = (kernel_size, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(x)
+        return torch.nn.functional.max_pool2d(x, *ctx.pool)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, *ctx.pool)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, *ctx.pool, indices)
+        return grad_x, None, None, None, None, None
 
 
 class _RecomputingWeightedSum(torch.autograd.Function):

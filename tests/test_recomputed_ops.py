@@ -178,3 +178,31 @@ def test_eval_and_no_grad_take_the_plain_path():
     assert recomputed[-1].grad_fn is not None
     for a, b in zip(recomputed, plain):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    'layout', [torch.contiguous_format, torch.channels_last],
+    ids=['nchw', 'channels_last'])
+def test_max_pool_keeps_its_input_only_and_routes_gradients_as_torch(layout):
+    """Where a window holds equal maxima, the gradient goes where
+    ``nn.MaxPool2d``'s goes."""
+    from resnest_mm.recomputed_ops import max_pool
+
+    pool = torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    x = (torch.randn(2, 4, 9, 9, dtype=torch.float64) * 2).round()  # ties
+    x = x.to(memory_format=layout).requires_grad_()
+    grad = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+
+    def run(fn):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t) or t, lambda t: t):
+            out = fn(x)
+        return out, torch.autograd.grad(out, x, grad)[0], saved
+
+    out, grad_x, saved = run(lambda t: max_pool(t, pool))
+    ref_out, ref_grad_x, ref_saved = run(pool)
+    assert [t.dtype for t in ref_saved] == [torch.float64, torch.int64]
+    assert len(saved) == 1 and saved[0] is x
+    assert torch.equal(out, ref_out)
+    assert torch.equal(grad_x, ref_grad_x)
