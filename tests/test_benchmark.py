@@ -43,6 +43,24 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert 'ratios are to upstream mmdet' in log
 
 
+def test_cpu_autocast_reports_the_backbones_and_leaves_the_detector_out(
+        tmp_path):
+    """mmcv's CPU NMS has no bfloat16 kernel: the detector would fail after
+    the backbones' run."""
+    out = tmp_path / 'bench.json'
+    log = run(
+        tool('benchmark.py') + [
+            '--amp', '--batch', '2', '--size', '64', '--warmup', '0',
+            '--repeat', '1', '--layouts', 'channels_last', '--det-size', '64',
+            '--json',
+            str(out)
+        ])
+    results = json.loads(out.read_text())
+    assert results['settings']['amp_dtype'] == 'bfloat16'
+    assert 'ours' in results['backbones'] and 'detector' not in results
+    assert "Faster R-CNN left out: under autocast on the CPU" in log
+
+
 def test_a_variant_is_its_model_with_one_setting_changed():
     """``--no-recompute``'s model: ours' weights, the switch off, counted as
     ours."""
