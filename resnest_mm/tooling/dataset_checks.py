@@ -49,20 +49,13 @@ def _leaf_datasets(dataset):
         yield dataset
 
 
-def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
-    """Check a ``CocoDataset`` config: the annotation file, the image folder
-    and the classes.
+def _load_coco_json(ann_file, hint, kind, published, entry_keys, advice=''):
+    """A COCO-style annotation file: a dict of ``images``, ``annotations``
+    and ``categories`` lists whose first entries have ``entry_keys[list]``.
 
-    Returns a one-line summary.
+    ``kind`` and ``published`` (the file's published name) go into the
+    errors, ``advice`` after a wrong entry's.
     """
-    root = dataset.get('data_root') or ''
-    ann_file = osp.join(root, dataset['ann_file'])
-    img_dir = osp.join(root, (dataset.get('data_prefix') or {}).get('img', ''))
-    hint = (
-        f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
-        'Point data_root '
-        'at a COCO folder with annotations/, train2017/ and val2017/, or make '
-        'demo data with: python tools/make_demo_data.py coco data/coco')
     if not osp.isfile(ann_file):
         raise DatasetError(f'annotation file not found: {ann_file} {hint}')
     try:
@@ -78,18 +71,38 @@ def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
     ]
     if missing:
         raise DatasetError(
-            f'{ann_file} is not a COCO annotation file: it has no '
-            f'{missing} list(s). Expected instances_*.json as '
-            'published by COCO (images, annotations, categories).')
-    for entry, keys in ((coco['images'][:1], ('id', 'file_name', 'width',
-                                              'height')),
-                        (coco['annotations'][:1],
-                         ('id', 'image_id', 'category_id',
-                          'bbox')), (coco['categories'][:1], ('id', 'name'))):
+            f'{ann_file} is not a {kind} annotation file: it has no '
+            f'{missing} list(s). Expected {published} as published by '
+            'COCO (images, annotations, categories).')
+    for name, keys in entry_keys.items():
+        entry = coco[name][:1]
         if entry and any(k not in entry[0] for k in keys):
             raise DatasetError(
-                f'{ann_file} is not a COCO annotation file: entries '
-                f'must have {keys}, got {sorted(entry[0])}')
+                f'{ann_file} is not a {kind} annotation file: entries must '
+                f'have {keys}, got {sorted(entry[0])}{advice}')
+    return coco
+
+
+def check_coco_dataset(dataset, scope='mmdet', max_images_checked=20):
+    """Check a ``CocoDataset`` config: the annotation file, the image folder
+    and the classes.
+
+    Returns a one-line summary.
+    """
+    root = dataset.get('data_root') or ''
+    ann_file = osp.join(root, dataset['ann_file'])
+    img_dir = osp.join(root, (dataset.get('data_prefix') or {}).get('img', ''))
+    hint = (
+        f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
+        'Point data_root '
+        'at a COCO folder with annotations/, train2017/ and val2017/, or make '
+        'demo data with: python tools/make_demo_data.py coco data/coco')
+    coco = _load_coco_json(
+        ann_file, hint, 'COCO', 'instances_*.json',
+        dict(
+            images=('id', 'file_name', 'width', 'height'),
+            annotations=('id', 'image_id', 'category_id', 'bbox'),
+            categories=('id', 'name')))
     if not osp.isdir(img_dir):
         raise DatasetError(f'image folder not found: {img_dir} {hint}')
     absent = [
@@ -357,32 +370,12 @@ def check_coco_panoptic_dataset(dataset, scope='mmdet', max_images_checked=20):
     seg_dir = osp.join(root, prefix.get('seg', ''))
     hint = (f"(data_root={root!r}, ann_file={dataset['ann_file']!r}). "
             f'{COCO_PANOPTIC_SOURCE}')
-    if not osp.isfile(ann_file):
-        raise DatasetError(f'annotation file not found: {ann_file} {hint}')
-    try:
-        with open(ann_file) as f:
-            coco = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(
-            f'{ann_file} is not valid JSON ({err}); is it truncated? '
-            'Download it again.') from None
-    missing = [
-        k for k in ('images', 'annotations', 'categories')
-        if not isinstance(coco, dict) or not isinstance(coco.get(k), list)
-    ]
-    if missing:
-        raise DatasetError(
-            f'{ann_file} is not a COCO panoptic annotation file: it has no '
-            f'{missing} list(s). Expected panoptic_*.json as published by '
-            'COCO (images, annotations, categories).')
-    for entry, keys in ((coco['annotations'][:1], ('image_id', 'file_name',
-                                                   'segments_info')),
-                        (coco['categories'][:1], ('id', 'name', 'isthing'))):
-        if entry and any(k not in entry[0] for k in keys):
-            raise DatasetError(
-                f'{ann_file} is not a COCO panoptic annotation file: '
-                f'entries must have {keys}, got {sorted(entry[0])}; '
-                'is it an instances_*.json?')
+    coco = _load_coco_json(
+        ann_file, hint, 'COCO panoptic', 'panoptic_*.json',
+        dict(
+            annotations=('image_id', 'file_name', 'segments_info'),
+            categories=('id', 'name', 'isthing')),
+        '; is it an instances_*.json?')
     for folder in (img_dir, seg_dir):
         if not osp.isdir(folder):
             raise DatasetError(f'folder not found: {folder} {hint}')
