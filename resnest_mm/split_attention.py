@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .dependencies import require_mmcv_ops
 from .dropblock import DropBlock2d
 from .recomputed_ops import (norm_relu, recomputing_weighted_sum, sync_group,
-                             weighted_split_sum)
+                             tracing, weighted_split_sum)
 
 
 class SplitAttentionConv2d(BaseModule):
@@ -160,9 +160,8 @@ class SplitAttentionConv2d(BaseModule):
         x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock,
                               self.recompute_activations)
         batch = x.size(0)
-        # mean, unlike adaptive_avg_pool2d, does not keep x for its backward
-        gap = x.mean((2, 3), keepdim=True).view(batch, self.radix,
-                                                self.channels, 1, 1).sum(1)
+        gap = spatial_mean(x).view(batch, self.radix, self.channels, 1,
+                                   1).sum(1)
         gap = self.relu(self._attention_norm(self.fc1(gap)))
         logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
         if self.radix > 1:
@@ -175,6 +174,32 @@ class SplitAttentionConv2d(BaseModule):
             return recomputing_weighted_sum(x, atten, handle)
         return weighted_split_sum(
             x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
+
+
+def spatial_mean(x):
+    """``x.mean((2, 3), keepdim=True)``: ``(B, C, H, W) -> (B, C, 1, 1)``.
+
+    Keeps no ``x`` for backward (adaptive_avg_pool2d would). In eager
+    training its gradient is a broadcast view of ``(B, C, 1, 1)``: torch's
+    own is a dense NCHW tensor, which autograd then adds into the weighted
+    sum's gradient of ``x``; with channels_last that add mixes layouts and
+    runs ~15x slower than the add of the view.
+    """
+    if not tracing(x) and x.requires_grad and torch.is_grad_enabled():
+        return _SpatialMean.apply(x)
+    return x.mean((2, 3), keepdim=True)
+
+
+class _SpatialMean(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.mean((2, 3), keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad / (ctx.shape[2] * ctx.shape[3])).expand(ctx.shape)
 
 
 def _read_contiguous(deform_conv):

@@ -206,3 +206,21 @@ def test_max_pool_keeps_its_input_only_and_routes_gradients_as_torch(layout):
     assert len(saved) == 1 and saved[0] is x
     assert torch.equal(out, ref_out)
     assert torch.equal(grad_x, ref_grad_x)
+
+
+def test_spatial_mean_gradient_is_a_broadcast_view():
+    """The split-attention pooling: torch's mean in value and gradient, but
+    the gradient is not made dense (in NCHW order, whatever ``x``'s layout),
+    so adding it to the channels_last gradient of ``x`` stays cheap."""
+    from resnest_mm.split_attention import spatial_mean
+
+    x = torch.randn(
+        2, 8, 5, 6, dtype=torch.float64).to(
+            memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(2, 8, 1, 1, dtype=torch.float64)
+    out = spatial_mean(x)
+    (grad_x, ) = torch.autograd.grad(out, x, grad)
+    (ref_grad_x, ) = torch.autograd.grad(x.mean((2, 3), keepdim=True), x, grad)
+    assert torch.equal(out, x.mean((2, 3), keepdim=True))
+    torch.testing.assert_close(grad_x, ref_grad_x, rtol=1e-15, atol=0)
+    assert grad_x.stride()[2:] == (0, 0)
