@@ -76,8 +76,8 @@ def max_pool(x, pool, recompute=True):
     (as a recipe, after :func:`norm_relu`); the same kernel picks the same
     maxima, so the gradient is the plain path's.
     """
-    if (recompute and x.requires_grad and torch.is_grad_enabled()
-            and not tracing(x) and not pool.return_indices):
+    if (recompute and not tracing(x) and x.requires_grad
+            and torch.is_grad_enabled() and not pool.return_indices):
         return _MaxPool2d.apply(x, pool.kernel_size, pool.stride, pool.padding,
                                 pool.dilation, pool.ceil_mode)
     return pool(x)
