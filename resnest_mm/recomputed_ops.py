@@ -22,7 +22,7 @@ run here, and the output is rebuilt in float32 and rounded to ``c``'s dtype.
 
 A :class:`torch.nn.SyncBatchNorm` that combines the batches of several
 processes runs torch's own SyncBatchNorm function (kernels, collectives and
-running statistics) inside :class:`_SyncBatchNormReLU`; it keeps what torch's
+running statistics) inside :class:`_BatchNormReLU`; it keeps what torch's
 function keeps, the input and the global statistics, so the output is rebuilt
 from them as for a plain BatchNorm.
 """
@@ -59,9 +59,10 @@ def norm_relu(c, norm, relu, dropblock=None, recompute=True):
     """
     if (recompute and dropblock is None and torch.is_grad_enabled()
             and not tracing(c) and _normalises_as_torch(norm) and norm.training
-            and norm.affine and _batch_norm_takes(c.dtype, norm.weight.dtype)
-            and (sync_group(norm) is None or _syncs_on(c.device))):
-        return _batch_norm_relu(c, norm)
+            and norm.affine and _batch_norm_takes(c.dtype, norm.weight.dtype)):
+        group = sync_group(norm)
+        if group is None or _syncs_on(c.device):
+            return _batch_norm_relu(c, norm, group)
     x = norm(c)
     if dropblock is not None:
         x = dropblock(x)
@@ -126,7 +127,7 @@ def tracing(x):
             or torch.compiler.is_compiling())
 
 
-def _batch_norm_relu(c, norm):
+def _batch_norm_relu(c, norm, group):
     if norm.track_running_stats:
         # as nn.BatchNorm2d.forward: momentum None = cumulative
         norm.num_batches_tracked.add_(1)
@@ -135,14 +136,9 @@ def _batch_norm_relu(c, norm):
     else:
         momentum = 0.0
     shared = {}  # see _rebuilt_output
-    args = (c, norm.weight, norm.bias, norm.running_mean, norm.running_var,
-            momentum, norm.eps, shared)
-    group = sync_group(norm)
-    if group is None:
-        x, mean, invstd = _BatchNormReLU.apply(*args)
-    else:
-        x, mean, invstd = _SyncBatchNormReLU.apply(*args, group,
-                                                   dist.get_world_size(group))
+    x, mean, invstd = _BatchNormReLU.apply(c, norm.weight, norm.bias,
+                                           norm.running_mean, norm.running_var,
+                                           momentum, norm.eps, shared, group)
     return x, (c, norm.weight, norm.bias, mean, invstd, shared)
 
 
@@ -178,61 +174,57 @@ def _recompute(c, weight, bias, mean, invstd):
 
 
 class _BatchNormReLU(torch.autograd.Function):
+    """``relu(batch_norm(c))`` keeping ``c`` and the batch statistics, not the
+    output. With a process ``group`` the statistics are those of all its
+    processes' batches: torch's SyncBatchNorm function runs the norm, and
+    ``counts`` (its per-process batch sizes) is kept for its backward."""
 
     @staticmethod
     def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
-                shared):
-        out, mean, invstd = torch.native_batch_norm(c, weight, bias,
-                                                    running_mean, running_var,
-                                                    True, momentum, eps)
+                shared, group):
+        if group is None:
+            out, mean, invstd = torch.native_batch_norm(
+                c, weight, bias, running_mean, running_var, True, momentum,
+                eps)
+            counts = ()
+        else:
+            sync = _TorchSyncContext()
+            out = _TorchSyncBatchNorm.forward(sync, c, weight, bias,
+                                              running_mean, running_var, eps,
+                                              momentum, group,
+                                              dist.get_world_size(group))
+            c, weight, mean, invstd, *counts = sync.saved_tensors
         out = out.relu_()
-        ctx.save_for_backward(c, weight, bias, mean, invstd)
-        ctx.eps, ctx.shared, ctx.out_version = eps, shared, out._version
+        ctx.save_for_backward(c, weight, bias, mean, invstd, *counts)
+        ctx.eps, ctx.group = eps, group
+        ctx.shared, ctx.out_version = shared, out._version
         ctx.mark_non_differentiable(mean, invstd)
         return out, mean, invstd
+
+    @staticmethod
+    def rebuild(ctx):
+        """The output, from the saved input and statistics."""
+        return _rebuilt_output(ctx.shared, ctx.saved_tensors[:5])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_invstd):
         saved = ctx.saved_tensors  # once: checkpointing allows a single unpack
-        c, weight, bias, mean, invstd = saved
-        grad = _relu_backward(ctx.shared, saved, grad)
-        grad_c, grad_weight, grad_bias = (
-            torch.ops.aten.native_batch_norm_backward(
+        c, weight, bias, mean, invstd, *counts = saved
+        x = _rebuilt_output(ctx.shared, saved[:5])
+        ctx.shared.clear()  # the last user of the rebuilt output
+        # the ReLU's backward
+        grad = torch.ops.aten.threshold_backward(grad, x, 0)
+        del x
+        if ctx.group is None:
+            grads = torch.ops.aten.native_batch_norm_backward(
                 grad, c, weight, None, None, mean, invstd, True, ctx.eps,
-                list(ctx.needs_input_grad[:3])))
-        return grad_c, grad_weight, grad_bias, None, None, None, None, None
-
-
-class _SyncBatchNormReLU(torch.autograd.Function):
-    """``relu(SyncBatchNorm(c))`` over the processes of ``group``: torch's
-    SyncBatchNorm function for the norm, keeping its input and statistics
-    (and ``bias``, for the rebuild) but not the output."""
-
-    @staticmethod
-    def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
-                shared, group, world_size):
-        sync = _TorchSyncContext()
-        out = _TorchSyncBatchNorm.forward(sync, c, weight, bias, running_mean,
-                                          running_var, eps, momentum, group,
-                                          world_size).relu_()
-        c, weight, mean, invstd, counts = sync.saved_tensors
-        ctx.save_for_backward(c, weight, bias, mean, invstd, counts)
-        ctx.group, ctx.shared, ctx.out_version = group, shared, out._version
-        ctx.mark_non_differentiable(mean, invstd)
-        return out, mean, invstd
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_mean, _grad_invstd):
-        c, weight, bias, mean, invstd, counts = saved = ctx.saved_tensors
-        grad = _relu_backward(ctx.shared, saved[:5], grad)
-        sync = _TorchSyncContext(ctx.needs_input_grad, ctx.group,
-                                 (c, weight, mean, invstd, counts))
-        grad_c, grad_weight, grad_bias = _TorchSyncBatchNorm.backward(
-            sync, grad)[:3]
-        return (grad_c, grad_weight, grad_bias, None, None, None, None, None,
-                None, None)
+                list(ctx.needs_input_grad[:3]))
+        else:
+            sync = _TorchSyncContext(ctx.needs_input_grad, ctx.group,
+                                     (c, weight, mean, invstd, *counts))
+            grads = _TorchSyncBatchNorm.backward(sync, grad)[:3]
+        return (*grads, None, None, None, None, None, None)
 
 
 class _TorchSyncContext:
@@ -249,19 +241,6 @@ class _TorchSyncContext:
 
     def save_for_backward(self, *tensors):
         self.saved_tensors = tensors
-
-
-def _rebuild_norm_relu(ctx):
-    """A norm-ReLU op's output, from its saved input and statistics."""
-    return _rebuilt_output(ctx.shared, ctx.saved_tensors[:5])
-
-
-def _relu_backward(shared, saved, grad):
-    """The ReLU's gradient, from the output rebuilt from ``saved``, whose last
-    user this is."""
-    x = _rebuilt_output(shared, saved)
-    shared.clear()
-    return torch.ops.aten.threshold_backward(grad, x, 0)
 
 
 class _MaxPool2d(torch.autograd.Function):
@@ -314,8 +293,7 @@ class _RecomputingWeightedSum(torch.autograd.Function):
 
 
 _REBUILDERS = {
-    _BatchNormReLU._backward_cls: _rebuild_norm_relu,
-    _SyncBatchNormReLU._backward_cls: _rebuild_norm_relu,
+    _BatchNormReLU._backward_cls: _BatchNormReLU.rebuild,
     _RecomputingWeightedSum._backward_cls: _RecomputingWeightedSum.rebuild
 }
 

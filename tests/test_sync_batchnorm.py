@@ -114,14 +114,15 @@ def _grads_close(actual, expected):
     return (actual - expected).norm() <= 1e-10 * max(expected.norm(), 1.0)
 
 
-def _graph_names(tensors):
-    names, todo = set(), [t.grad_fn for t in tensors]
+def _graph_nodes(tensors):
+    """Every autograd node behind ``tensors``."""
+    nodes, todo = {}, [t.grad_fn for t in tensors]
     while todo:
         node = todo.pop()
-        if node is not None and node.name() not in names:
-            names.add(node.name())
+        if node is not None and id(node) not in nodes:
+            nodes[id(node)] = node
             todo.extend(n for n, _ in node.next_functions)
-    return names
+    return nodes.values()
 
 
 def _rank(rank, init_file):
@@ -151,7 +152,10 @@ def _rank(rank, init_file):
                 value, whole_stats[key], rtol=1e-10, atol=0, msg=key)
     ref_bytes, _ = saved_activation_bytes(ref, shard)
     ours_bytes, out = saved_activation_bytes(ours, shard)
-    assert '_SyncBatchNormReLUBackward' in _graph_names(out)
+    ours_ops = [
+        n for n in _graph_nodes(out) if n.name() == '_BatchNormReLUBackward'
+    ]
+    assert ours_ops and all(n.group is not None for n in ours_ops)
     assert 0 < ours_bytes <= 0.75 * ref_bytes, (ours_bytes, ref_bytes)
     finish_distributed()
 
