@@ -1,10 +1,13 @@
 """Install resnest_mm into an existing OpenMMLab environment.
 
 As mmdet ships: install_requires is only what ``import resnest_mm`` needs
-(requirements/runtime.txt), mmcv is left to ``mim install``
-(requirements/mminstall.txt), and mmdet, mmseg, the tools' and the tests'
-packages are extras. The quickstart's exact stack is requirements/lock.txt,
-which tools/setup.sh installs as constraints.
+and no OpenMMLab stack provides (requirements/runtime.txt: torch, numpy), mmcv
+and mmengine are left to ``mim install`` (requirements/mminstall.txt) and
+checked at import, and mmdet, mmseg, the tools' and the tests' packages are
+extras: ``det``/``seg`` for OpenMMLab's distributions, ``onedl-det``/
+``onedl-seg`` for OneDL's forks (the same modules under other names), so that
+pip never installs one family over the other. The quickstart's exact stack
+is requirements/lock.txt, which tools/setup.sh installs as constraints.
 """
 import os.path as osp
 from setuptools import find_packages, setup
@@ -33,11 +36,14 @@ with open(osp.join(HERE, 'README.md'), encoding='utf-8') as f:
 extras = {
     'det': parse_requirements('det.txt'),
     'seg': parse_requirements('seg.txt'),
+    'onedl-det': parse_requirements('onedl-det.txt'),
+    'onedl-seg': parse_requirements('onedl-seg.txt'),
     'tools': parse_requirements('tools.txt'),
     'tests': parse_requirements('tests.txt'),
     'mim': parse_requirements('mminstall.txt'),
 }
-# all: everything except mmcv (mim) and the --no-deps references
+# all: OpenMMLab's family, everything except mmcv (mim) and the --no-deps
+# references
 extras['all'] = (
     extras['det'] + extras['seg'] + extras['tools'] + extras['tests'])
 

@@ -11,7 +11,7 @@ import importlib
 
 # 2.0.0: mmcv's layer builders on mmengine's registries (1.x has its own).
 MMCV_MIN = '2.0.0'
-# 0.7.0: mmengine's first release that supports PyTorch 2 (we need >= 2.6).
+# 0.7.0: mmengine's first release that supports PyTorch 2.
 MMENGINE_MIN = '0.7.0'
 
 INSTALL_MMCV = ('`pip install -U openmim && mim install "mmcv>=2.0.0,<2.2.0"` '

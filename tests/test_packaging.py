@@ -57,9 +57,14 @@ def lock_pins():
 
 
 def test_install_requires_only_what_the_backbone_imports(setup_kwargs):
-    """mmcv goes through mim (mminstall.txt), mmdet and mmseg are extras."""
-    assert names(
-        setup_kwargs['install_requires']) == {'torch', 'mmengine', 'numpy'}
+    """mmcv and mmengine go through mim (mminstall.txt), mmdet and mmseg are
+    extras: pip never installs an OpenMMLab package over a OneDL fork."""
+    install_requires = [
+        Requirement(r) for r in setup_kwargs['install_requires']
+    ]
+    assert {r.name for r in install_requires} == {'torch', 'numpy'}
+    [torch_req] = [r for r in install_requires if r.name == 'torch']
+    assert '2.1.2' in torch_req.specifier  # the frozen official stack's
     mim = [Requirement(r) for r in setup_kwargs['extras_require']['mim']]
     assert {r.name for r in mim} == {'mmcv', 'mmengine'}
     [mmcv_req] = [r for r in mim if r.name == 'mmcv']
@@ -70,6 +75,8 @@ def test_extras(setup_kwargs):
     extras = {k: names(v) for k, v in setup_kwargs['extras_require'].items()}
     assert extras['det'] == {'mmdet'}
     assert extras['seg'] == {'mmsegmentation', 'ftfy', 'regex'}
+    assert extras['onedl-det'] == {'onedl-mmdetection'}
+    assert extras['onedl-seg'] == {'onedl-mmsegmentation'}
     assert extras['all'] == (
         extras['det'] | extras['seg'] | extras['tools']
         | extras['tests'])
@@ -77,6 +84,13 @@ def test_extras(setup_kwargs):
     assert 'pytest' in extras['tests']
     assert 'mmcv' not in set().union(*(v for k, v in extras.items()
                                        if k != 'mim'))
+    # no extra mixes the families
+    openmmlab = {'mmdet', 'mmsegmentation', 'mmengine', 'mmcv'}
+    for name, requirements in extras.items():
+        if name.startswith('onedl-'):
+            assert not requirements & openmmlab, name
+        else:
+            assert not any(r.startswith('onedl-') for r in requirements)
 
 
 def test_version_in_one_place(setup_kwargs):
