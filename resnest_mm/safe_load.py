@@ -1,5 +1,5 @@
 """Checkpoint loading that cannot run code, and that still reads mmengine's
-checkpoints.
+checkpoints, on every supported torch.
 
 ``torch.load(weights_only=True)`` rebuilds only tensors, containers and
 allowlisted globals, so a file cannot run code while it loads. Since torch
@@ -9,9 +9,20 @@ allowlisted globals, so a file cannot run code while it loads. Since torch
 :func:`allow_mmengine_checkpoints` (run when ``resnest_mm`` is imported)
 allowlists exactly those objects, so mmengine's ``--resume`` and test-time
 loading work again, still with ``weights_only=True``; nothing else is admitted.
+
+Before torch 2.6 torch's weights-only unpickler cannot be extended that way
+(``add_safe_globals`` arrived in 2.4, its ``(obj, name)`` pairs in 2.6), so
+:func:`load_checkpoint_safely` passes torch an allowlisting unpickler instead
+(:class:`AllowlistUnpickler`): it builds exactly what torch's weights-only
+unpickler admits plus the same mmengine objects, and refuses any other global
+before anything runs. :func:`route_mmengine_loading` sends mmengine's own
+local-file loads (``load_from``, ``--resume``, testing) through it.
 ``.safetensors`` files (the format of timm's and other hubs' weights) hold
 only tensors by design and are read with the ``safetensors`` package.
 """
+import _compat_pickle
+import codecs
+import collections
 import os
 import pickle
 import re
@@ -19,6 +30,8 @@ import re
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner import CheckpointLoader
+from mmengine.utils import digit_version
 
 try:
     from numpy._core import multiarray  # numpy >= 2
@@ -65,9 +78,12 @@ def _numeric_dtype_classes():
 
 # What `torch.serialization.get_unsafe_globals_in_checkpoint` finds in a
 # checkpoint written by mmengine 0.10.7's Runner (numpy 2; numpy 1 names the
-# module numpy.core), besides what torch admits by default.
+# module numpy.core), besides what torch 2.13 admits by default; and two that
+# torch 2.13 admits by default but the 2.1 of the frozen stack does not.
 MMENGINE_SAFE_GLOBALS = [
     HistoryBuffer,
+    (codecs.encode, '_codecs.encode'),  # numpy 1.x pickles array bytes so
+    collections.Counter,  # the milestones of MultiStepLR's state
     (_history_buffer_statistic, 'builtins.getattr'),
     np.ndarray,  # the history arrays
     np.dtype,
@@ -81,11 +97,93 @@ MMENGINE_SAFE_GLOBALS = [
     ],
 ]
 
+#: whether torch's weights-only unpickler takes our allowlist (torch >= 2.6)
+WEIGHTS_ONLY_EXTENSIBLE = digit_version(
+    torch.__version__) >= digit_version('2.6.0')
+
 
 def allow_mmengine_checkpoints():
     """Let every ``weights_only`` load in this process read mmengine
-    checkpoints."""
-    torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+    checkpoints (torch >= 2.6; before, torch's own loads are not weights-only
+    by default, and there is nothing to extend)."""
+    if WEIGHTS_ONLY_EXTENSIBLE:
+        torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
+
+
+def _global_name(obj):
+    return obj[1] if isinstance(obj, tuple) else \
+        f'{obj.__module__}.{obj.__qualname__}'
+
+
+class AllowlistUnpickler(pickle.Unpickler):
+    """A pickle unpickler that finds only allowlisted globals: what torch's
+    weights-only unpickler admits on this torch, and
+    :data:`MMENGINE_SAFE_GLOBALS`.
+
+    Every global of a pickle, whichever opcode names it, is looked up through
+    :meth:`find_class`, so an object outside the list is refused before it is
+    built or called (the standard way to restrict unpickling; see the
+    ``pickle`` docs, "Restricting Globals"). torch resolves its storage
+    types itself.
+    """
+    # torch's own list: private, but present from torch 1.13 on
+    allowed = {
+        **torch._weights_only_unpickler._get_allowed_globals(),
+        **{
+            _global_name(g): g if not isinstance(g, tuple) else g[0]
+            for g in MMENGINE_SAFE_GLOBALS
+        }
+    }
+
+    def find_class(self, module, name):
+        # Python 2 names, as pickle's own find_class maps them (torch writes
+        # protocol 2: builtins are pickled as __builtin__)
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name),
+            (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        obj = self.allowed.get(f'{module}.{name}')
+        if obj is None:
+            # named as torch's own unpickler names it
+            what = name if module == 'builtins' else f'{module}.{name}'
+            raise pickle.UnpicklingError(
+                f'Unsupported GLOBAL {what} (not in the allowlist)')
+        return obj
+
+
+class _AllowlistPickle:
+    """What ``torch.load(pickle_module=...)`` uses of a pickle module."""
+    Unpickler = AllowlistUnpickler
+
+    @staticmethod
+    def load(file, **kwargs):
+        return AllowlistUnpickler(file, **kwargs).load()
+
+
+def _torch_load(path, map_location):
+    if WEIGHTS_ONLY_EXTENSIBLE:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(
+        path,
+        map_location=map_location,
+        weights_only=False,  # torch refuses a pickle_module with it
+        pickle_module=_AllowlistPickle)
+
+
+def route_mmengine_loading():
+    """Make mmengine read local checkpoint files with
+    :func:`load_checkpoint_safely` (``load_from``, ``resume``, testing).
+
+    On torch >= 2.6 mmengine's own load is weights-only already; before, it
+    unpickles freely, and this is what keeps code in a file from running.
+    Our tools call it; the change lasts for the process.
+    """
+
+    def load_from_local(filename, map_location):
+        return load_checkpoint_safely(
+            os.path.expanduser(filename), map_location)
+
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local, force=True)
 
 
 def load_checkpoint_safely(path, map_location='cpu'):
@@ -105,21 +203,23 @@ def load_checkpoint_safely(path, map_location='cpu'):
     if path.endswith('.safetensors'):
         return _load_safetensors(path, map_location)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return _torch_load(path, map_location)
     except pickle.UnpicklingError as err:
         reason = _unpickler_reason(err)
         refusal = _REFUSAL.search(reason)
         if refusal:
             what = (f'the pickled global {refusal.group(1)}'
                     if refusal.group(1) else f'a pickled object ({reason})')
+            allowlist = (' or allowlist that global with '
+                         'torch.serialization.add_safe_globals'
+                         if WEIGHTS_ONLY_EXTENSIBLE else '')
             raise UnsafeCheckpointError(
                 f'{path} is refused: it contains {what}, and loading it could '
                 f'run code. Only tensors, containers and the objects mmengine '
                 f'checkpoints hold are loaded. If you trust the file and its '
                 f'source, load it once in a trusted environment with '
                 f'torch.load(path, weights_only=False) and save only its '
-                f'tensors, or allowlist that global with '
-                f'torch.serialization.add_safe_globals.') from None
+                f'tensors{allowlist}.') from None
         # a stream the unpickler cannot parse, e.g. an unknown opcode
         damage = reason
     except Exception as err:

@@ -1,5 +1,7 @@
 """Loading checkpoints never runs code from them, and mmengine's own
-checkpoints load again."""
+checkpoints load again: through torch's weights-only unpickler where it takes
+our allowlist (torch >= 2.6), and through our allowlisting unpickler, which
+older torches use and which is tested here on every torch."""
 import contextlib
 import pickle
 
@@ -10,11 +12,31 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.runner import CheckpointLoader, Runner
 
 from resnest_mm import (ResNeSt, UnsafeCheckpointError, load_checkpoint_safely,
-                        load_pretrained)
-from resnest_mm.safe_load import MMENGINE_SAFE_GLOBALS
+                        load_pretrained, safe_load)
+from resnest_mm.safe_load import (MMENGINE_SAFE_GLOBALS,
+                                  WEIGHTS_ONLY_EXTENSIBLE,
+                                  route_mmengine_loading)
+
+needs_extensible_weights_only = pytest.mark.skipif(
+    not WEIGHTS_ONLY_EXTENSIBLE,
+    reason=f'torch {torch.__version__}: its weights-only unpickler takes no '
+    'allowlist (torch < 2.6), so only the allowlisting unpickler is used')
+
+
+@pytest.fixture(params=[
+    pytest.param('weights_only', marks=needs_extensible_weights_only),
+    'allowlist'
+])
+def loader(request, monkeypatch):
+    """Each way :func:`load_checkpoint_safely` loads: torch's weights-only
+    unpickler with our allowlist, or our allowlisting unpickler (what a torch
+    older than 2.6 gets)."""
+    monkeypatch.setattr(safe_load, 'WEIGHTS_ONLY_EXTENSIBLE',
+                        request.param == 'weights_only')
+    return request.param
 
 
 class WritesMarker:
@@ -36,7 +58,7 @@ class ReachesThroughGetattr:
 
 
 @pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
-def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format):
+def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format, loader):
     marker = tmp_path / 'code-ran'
     path = tmp_path / 'resnest50-evil.pth'
     state_dict = ResNeSt(depth=14).state_dict()
@@ -51,13 +73,15 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, zip_format):
     with pytest.raises(UnsafeCheckpointError):
         load_pretrained(ResNeSt(depth=14), path)
     assert not marker.exists()
-    # and torch's own default load refuses it too
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)
-    assert not marker.exists()
+    if WEIGHTS_ONLY_EXTENSIBLE:  # before 2.6, torch's default load runs it
+        # and torch's own default load refuses it too
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(path)
+        assert not marker.exists()
 
 
-def test_getattr_is_admitted_only_for_history_buffer_statistics(tmp_path):
+def test_getattr_is_admitted_only_for_history_buffer_statistics(
+        tmp_path, loader):
     path = tmp_path / 'getattr.pth'
     torch.save({'x': ReachesThroughGetattr()}, path)
     with pytest.raises(
@@ -116,6 +140,61 @@ def mmengine_checkpoint(tmp_path_factory):
     return work_dir / 'iter_2.pth'
 
 
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
+def test_state_dicts_and_mmengine_checkpoints_load(mmengine_checkpoint,
+                                                   tmp_path, zip_format,
+                                                   loader):
+    model = ResNeSt(depth=14)
+    path = tmp_path / 'state_dict.pth'
+    torch.save(
+        dict(state_dict=model.state_dict(), meta=dict(epoch=3)),
+        path,
+        _use_new_zipfile_serialization=zip_format)
+    loaded = load_checkpoint_safely(path)
+    assert loaded['meta'] == dict(epoch=3)
+    assert loaded['state_dict'].keys() == model.state_dict().keys()
+    assert all(
+        torch.equal(loaded['state_dict'][k], v)
+        for k, v in model.state_dict().items())
+    checkpoint = load_checkpoint_safely(mmengine_checkpoint)
+    assert checkpoint['meta']['iter'] == 2
+    assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    """mmengine's checkpoint loading routed as our tools route it, for this
+    test only."""
+    monkeypatch.setattr(CheckpointLoader, '_schemes',
+                        dict(CheckpointLoader._schemes))
+    route_mmengine_loading()
+
+
+def test_mmengine_loads_through_the_safe_loader_once_routed(
+        routed, tmp_path, mmengine_checkpoint, loader):
+    """What our tools/train.py (--resume, load_from) and tools/test.py get:
+    mmengine's own local-file loading refuses code and reads its
+    checkpoints."""
+    marker = tmp_path / 'code-ran'
+    path = tmp_path / 'evil.pth'
+    torch.save(dict(state_dict={}, payload=WritesMarker(marker)), path)
+    with pytest.raises(UnsafeCheckpointError, match='pickled global exec'):
+        CheckpointLoader.load_checkpoint(str(path))
+    assert not marker.exists()
+    checkpoint = CheckpointLoader.load_checkpoint(str(mmengine_checkpoint))
+    assert checkpoint['meta']['iter'] == 2
+    record = RecordIters()
+    make_runner(
+        tmp_path,
+        'resumed',
+        max_iters=3,
+        resume=True,
+        load_from=str(mmengine_checkpoint),
+        custom_hooks=[record]).train()
+    assert record.iters == [2]
+
+
 @contextlib.contextmanager
 def torch_defaults_only():
     """Without the allowlist that importing resnest_mm registers."""
@@ -127,6 +206,7 @@ def torch_defaults_only():
         torch.serialization.add_safe_globals(registered)
 
 
+@needs_extensible_weights_only
 def test_allowlist_covers_what_mmengine_checkpoints_hold(mmengine_checkpoint):
     allowed = {
         f'{g.__module__}.{g.__qualname__}'
@@ -145,6 +225,7 @@ def test_allowlist_covers_what_mmengine_checkpoints_hold(mmengine_checkpoint):
                       HistoryBuffer)
 
 
+@needs_extensible_weights_only
 def test_without_the_allowlist_mmengine_checkpoints_fail_to_load(
         mmengine_checkpoint):
     """The torch >= 2.6 failure that importing resnest_mm fixes."""
@@ -153,6 +234,7 @@ def test_without_the_allowlist_mmengine_checkpoints_fail_to_load(
         torch.load(mmengine_checkpoint)
 
 
+@needs_extensible_weights_only
 def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint,
                                                     tmp_path):
     """What tools/train.py --resume does: a new Runner continues at iteration

@@ -17,7 +17,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import resnest_mm  # noqa: F401  (registers ResNeSt; safe checkpoint loading)
+import resnest_mm  # noqa: F401  (registers ResNeSt)
+from resnest_mm.safe_load import route_mmengine_loading
 from resnest_mm.tooling.dataset_checks import check_datasets
 from resnest_mm.tooling.fine_tuning import FineTuningReportHook
 from resnest_mm.tooling.runner_setup import (add_common_args,
@@ -56,6 +57,7 @@ def get_args():
 
 def main():
     args = get_args()
+    route_mmengine_loading()  # checkpoints never run code, on any torch
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     check_datasets(cfg, splits=('train', 'val'))
     if args.amp:
