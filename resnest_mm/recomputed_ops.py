@@ -32,6 +32,11 @@ from torch.autograd.function import once_differentiable
 # torch's SyncBatchNorm autograd function, run as is for the norm
 from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBatchNorm
 
+try:
+    from torch.compiler import is_compiling  # torch >= 2.3
+except ImportError:
+    from torch._dynamo import is_compiling  # torch 2.1, 2.2
+
 
 def weighted_split_sum(splits, atten, radix):
     """``sum_r splits[:, r] * atten[:, r]``:
@@ -124,7 +129,7 @@ def tracing(x):
     """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile
     rather than eager."""
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
-            or torch.compiler.is_compiling())
+            or is_compiling())
 
 
 def _batch_norm_relu(c, norm, group):

@@ -1,6 +1,7 @@
 """The backbone under torch.fx, torch.jit.trace, torch.compile, BN folding and
 ONNX (onnxruntime)."""
 import copy
+import inspect
 
 import numpy as np
 import onnxruntime
@@ -9,6 +10,13 @@ import torch
 
 from resnest_mm import ResNeSt
 from helpers import images, randomize_, rel_err, run, run_unchecked, tool
+
+#: torch >= 2.5: tools/export_onnx.py's exporter; before, the tool refuses
+DYNAMO_EXPORT = 'dynamo' in inspect.signature(torch.onnx.export).parameters
+needs_dynamo_export = pytest.mark.skipif(
+    not DYNAMO_EXPORT,
+    reason=f'torch {torch.__version__} has no dynamo ONNX exporter: '
+    'tools/export_onnx.py refuses it (tested)')
 
 
 def _model():
@@ -82,6 +90,7 @@ def test_batchnorm_folds_into_the_convs_for_inference():
             assert rel_err(a, b) <= 1e-5
 
 
+@needs_dynamo_export
 def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
     model = _model().eval()
     weights = tmp_path / 'weights.pth'
@@ -115,6 +124,7 @@ def test_onnx_backbone_with_dynamic_axes_matches_pytorch(tmp_path):
         'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py',
     ],
     ids=['segmentor', 'detector'])
+@needs_dynamo_export
 def test_onnx_export_of_a_config_model(tmp_path, config):
     out = tmp_path / 'model.onnx'
     log = run(
@@ -124,6 +134,18 @@ def test_onnx_export_of_a_config_model(tmp_path, config):
     assert out.stat().st_size > 0 and err <= 1e-4
 
 
+@pytest.mark.skipif(DYNAMO_EXPORT, reason='torch has the dynamo exporter')
+def test_onnx_export_refuses_a_torch_without_the_dynamo_exporter(tmp_path):
+    proc = run_unchecked(
+        tool('export_onnx.py') +
+        ['backbone', str(tmp_path / 'x.onnx')])
+    assert proc.returncode != 0
+    assert f'which torch {torch.__version__} lacks: it needs torch >= 2.5' \
+        in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+@needs_dynamo_export
 def test_onnx_export_refuses_a_missing_config(tmp_path):
     proc = run_unchecked(
         tool('export_onnx.py') +

@@ -15,9 +15,12 @@ because box decoding and NMS are mmdeploy's job and need its custom ops.
 
 The exported graph is run by onnxruntime on a random input and compared with
 PyTorch; the tool fails (exit 1) when the largest difference exceeds
-``--tol`` times the largest output magnitude.
+``--tol`` times the largest output magnitude. It exports with torch's dynamo
+exporter (``torch.onnx.export(dynamo=True)``, torch >= 2.5) and refuses an
+older torch, saying so.
 """
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -166,6 +169,10 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+        raise SystemExit('tools/export_onnx.py exports with '
+                         'torch.onnx.export(dynamo=True), which torch '
+                         f'{torch.__version__} lacks: it needs torch >= 2.5.')
     try:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
