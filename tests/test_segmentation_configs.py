@@ -275,3 +275,23 @@ def test_every_config_carries_mmsegs_tta():
             '12 views per image: scales (factor 0.5, factor 0.75, factor 1.0, '
             'factor 1.25, factor 1.5, factor 1.75) x flips (none, horizontal)'
         ), path
+
+
+def test_scope_bases_resolve_where_the_distribution_has_another_name(
+        monkeypatch, tmp_path):
+    """OneDL ships ``mmseg`` as onedl-mmsegmentation, where mmengine's table
+    names mmsegmentation: our tools point the scope at whichever
+    distribution provides the module (here the real one, under a name that
+    mmengine's table gets wrong)."""
+    from mmengine.config.utils import MODULE2PACKAGE
+
+    from resnest_mm.tooling.runner_setup import load_config
+    monkeypatch.setitem(MODULE2PACKAGE, 'mmseg', 'renamed-mmsegmentation')
+    config = tmp_path / 'deeplabv3.py'
+    config.write_text("_base_ = 'mmseg::deeplabv3/"
+                      "deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py'\n")
+    with pytest.raises(ModuleNotFoundError, match='renamed-mmsegmentation'):
+        Config.fromfile(config)
+    cfg = load_config(str(config))
+    assert MODULE2PACKAGE['mmseg'] == 'mmsegmentation'
+    assert cfg.model.decode_head.type == 'ASPPHead'
