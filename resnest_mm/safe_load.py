@@ -161,6 +161,10 @@ class _AllowlistPickle:
 
 def _torch_load(path, map_location):
     if WEIGHTS_ONLY_EXTENSIBLE:
+        # again at each load: a torch.serialization.safe_globals context
+        # removes its globals from torch's set on exit, ours among them where
+        # they overlap (OneDL's mmengine wraps each of its loads in one)
+        allow_mmengine_checkpoints()
         return torch.load(path, map_location=map_location, weights_only=True)
     return torch.load(
         path,

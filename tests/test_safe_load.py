@@ -195,6 +195,18 @@ def test_mmengine_loads_through_the_safe_loader_once_routed(
     assert record.iters == [2]
 
 
+@needs_extensible_weights_only
+def test_still_loads_after_a_safe_globals_context_removed_ours(
+        mmengine_checkpoint):
+    """OneDL's mmengine wraps its loads in ``safe_globals([HistoryBuffer,
+    np.ndarray, ...])``, whose exit removes those globals from torch's
+    process-wide set, where importing resnest_mm had put them."""
+    with torch.serialization.safe_globals([HistoryBuffer, np.ndarray]):
+        pass
+    checkpoint = load_checkpoint_safely(mmengine_checkpoint)
+    assert checkpoint['meta']['iter'] == 2
+
+
 @contextlib.contextmanager
 def torch_defaults_only():
     """Without the allowlist that importing resnest_mm registers."""
@@ -250,8 +262,7 @@ def test_runner_resumes_from_an_mmengine_checkpoint(mmengine_checkpoint,
     runner.train()
     assert record.iters == [2, 3]
     assert runner.iter == 4
-    # as mmengine calls it: weights_only=True by default
-    saved = torch.load(mmengine_checkpoint)
+    saved = load_checkpoint_safely(mmengine_checkpoint)
     assert np.array_equal(
         runner.message_hub.get_scalar('train/loss').data[0][:2],
         saved['message_hub']['log_scalars']['train/loss'].data[0])
