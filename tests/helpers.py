@@ -4,6 +4,7 @@ Imported by the tests as ``from helpers import ...`` (pytest puts ``tests/`` on
 ``sys.path``); ``conftest.py`` keeps only fixtures.
 """
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -178,15 +179,15 @@ def run(args, timeout=600, env=None):
     return proc.stdout + proc.stderr
 
 
-def kill_when(args, ready, log_path, timeout=600):
-    """Run ``args`` in the repository root; SIGKILL it once ``ready()`` holds.
+def kill_when(args, ready, log_path, timeout=600, cwd=ROOT, env=None):
+    """Run ``args`` in ``cwd``; SIGKILL it once ``ready()`` holds.
 
     Its output goes to ``log_path``. Fails if the process ends before, or
     if ``ready()`` does not hold within ``timeout`` seconds.
     """
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while (not ready() and proc.poll() is None
@@ -199,6 +200,13 @@ def kill_when(args, ready, log_path, timeout=600):
     assert alive and ready(), (
         f'{args[1]} ended or was not ready in {timeout} s, before it was '
         'killed:\n' + Path(log_path).read_text()[-3000:])
+
+
+def free_port():
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def checkpoint_saved(work_dir):
@@ -259,3 +267,72 @@ def flip_tta_of_mirror_image(config, checkpoint, image, tmp_path):
     return (width, predict(model.module,
                            plain), predict(model, Compose(cfg.tta_pipeline)),
             [f['prob'] == 1 for f in flips])
+
+
+DETECTION_DEMO = ROOT / 'configs/detection/demo/' \
+    'faster-rcnn_s14_fpn_1x_demo-shapes.py'
+# A detection config that trains a base for a few iterations on tiny data.
+TINY_DETECTION = '''
+_base_ = '{base}'
+data_root = '{data_root}/'
+{extra}
+train_dataloader = dict(
+    batch_size={batch}, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, {train_dataset}))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, {val_dataset}))
+test_dataloader = val_dataloader
+val_evaluator = dict(
+    ann_file=data_root + 'annotations/{annotations}_val2017.json', {evaluator})
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+randomness = dict(seed=0)
+'''
+
+
+def tiny_detection_config(tmp_path,
+                          data_root,
+                          base=DETECTION_DEMO,
+                          batch=2,
+                          epochs=3,
+                          extra='',
+                          train_dataset='',
+                          val_dataset='',
+                          evaluator='',
+                          annotations='instances'):
+    """A config that trains ``base`` on the tiny data for a few iterations.
+
+    ``annotations``: the evaluator's, ``instances`` or ``panoptic``.
+    """
+    path = tmp_path / f'tiny_{Path(base).stem}.py'
+    path.write_text(
+        TINY_DETECTION.format(
+            base=base,
+            data_root=data_root,
+            batch=batch,
+            epochs=epochs,
+            extra=extra,
+            train_dataset=train_dataset,
+            val_dataset=val_dataset,
+            evaluator=evaluator,
+            annotations=annotations))
+    return str(path)
+
+
+# A segmentation config of a base on tiny data: 4 iterations, checkpoints at 2.
+TINY_SEGMENTATION = '''
+_base_ = '{base}'
+data_root = '{data_root}'
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=4, val_interval=4)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+randomness = dict(seed=0)
+'''

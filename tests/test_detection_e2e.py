@@ -10,11 +10,9 @@ import http.server
 import os
 import pickle
 import re
-import socket
 import sys
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -22,32 +20,13 @@ from resnest_mm.tooling.demo_data import (make_coco_panoptic_shapes,
                                           make_coco_shapes)
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
-from helpers import (ROOT, flip_tta_of_mirror_image, kill_when, run,
-                     run_unchecked, tool)
+from helpers import (DETECTION_DEMO, ROOT, flip_tta_of_mirror_image, free_port,
+                     kill_when, run, run_unchecked, tiny_detection_config,
+                     tool)
 
-DEMO = ROOT / 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'
-FINE_TUNING = DEMO.with_name('faster-rcnn_s14_fpn_ft-2e_demo-shapes-2cls.py')
+FINE_TUNING = DETECTION_DEMO.with_name(
+    'faster-rcnn_s14_fpn_ft-2e_demo-shapes-2cls.py')
 ITERS_PER_EPOCH = 4  # 8 training images, batch 2
-
-TINY = '''
-_base_ = '{base}'
-data_root = '{data_root}/'
-{extra}
-train_dataloader = dict(
-    batch_size={batch}, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, {train_dataset}))
-val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, {val_dataset}))
-test_dataloader = val_dataloader
-val_evaluator = dict(
-    ann_file=data_root + 'annotations/{annotations}_val2017.json', {evaluator})
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-randomness = dict(seed=0)
-'''
 
 
 @pytest.fixture(scope='module')
@@ -55,35 +34,6 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('coco')
     make_coco_shapes(root, num_train=8, num_val=4, image_size=(64, 64))
     return root
-
-
-def tiny_config(tmp_path,
-                data_root,
-                base=DEMO,
-                batch=2,
-                epochs=3,
-                extra='',
-                train_dataset='',
-                val_dataset='',
-                evaluator='',
-                annotations='instances'):
-    """A config that trains ``base`` on the tiny data for a few iterations.
-
-    ``annotations``: the evaluator's, ``instances`` or ``panoptic``.
-    """
-    path = tmp_path / f'tiny_{Path(base).stem}.py'
-    path.write_text(
-        TINY.format(
-            base=base,
-            data_root=data_root,
-            batch=batch,
-            epochs=epochs,
-            extra=extra,
-            train_dataset=train_dataset,
-            val_dataset=val_dataset,
-            evaluator=evaluator,
-            annotations=annotations))
-    return str(path)
 
 
 def last_epoch_loss(work_dir):
@@ -99,7 +49,7 @@ def resumed_run(tmp_path_factory, data_root):
     Returns (config, work dir, logs).
     """
     tmp = tmp_path_factory.mktemp('train')
-    cfg, work = tiny_config(tmp, data_root), tmp / 'work'
+    cfg, work = tiny_detection_config(tmp, data_root), tmp / 'work'
     kill_when(
         tool('train.py') + [cfg, '--work-dir', str(work)],
         lambda: zipfile.is_zipfile(work / 'epoch_1.pth'), tmp / 'first.log')
@@ -176,9 +126,9 @@ def test_test_tool_gives_coco_metrics_predictions_and_pictures(
 
 
 def test_test_tool_offline_names_the_url_and_where_to_put_the_file(tmp_path):
-    url = f'http://127.0.0.1:{_free_port()}/zoo/epoch_12.pth'  # refused
+    url = f'http://127.0.0.1:{free_port()}/zoo/epoch_12.pth'  # refused
     proc = run_unchecked(
-        tool('test.py') + [str(DEMO), url],
+        tool('test.py') + [str(DETECTION_DEMO), url],
         env=dict(os.environ, TORCH_HOME=str(tmp_path)),
         timeout=300)
     assert proc.returncode != 0
@@ -214,7 +164,7 @@ resize = dict(type='Resize', scale=(64, 64), keep_ratio=True)
             "dict(type='LoadAnnotations', with_bbox=True, with_mask=True)")
     dataset = (f'metainfo=dict(classes=classes), '
                f"pipeline=[{load}, resize, dict(type='PackDetInputs')]")
-    cfg = tiny_config(
+    cfg = tiny_detection_config(
         tmp_path,
         data_root,
         base=base,
@@ -253,7 +203,7 @@ model = dict(
                "dict(type='LoadAnnotations', with_bbox=True), "
                "dict(type='Resize', scale=(64, 64), keep_ratio=True), "
                "dict(type='PackDetInputs')]")
-    cfg = tiny_config(
+    cfg = tiny_detection_config(
         tmp_path,
         data_root,
         base=ROOT / 'configs/detection' / name,
@@ -301,7 +251,7 @@ def test_panoptic_fpn_trains_resumes_and_reports_pq(tmp_path, panoptic_root):
                "dict(type='LoadPanopticAnnotations'), "
                "dict(type='Resize', scale=(64, 64), keep_ratio=True), "
                "dict(type='PackDetInputs')]")
-    cfg = tiny_config(
+    cfg = tiny_detection_config(
         tmp_path,
         panoptic_root,
         base=ROOT / 'configs/detection/'
@@ -327,18 +277,12 @@ def test_panoptic_fpn_trains_resumes_and_reports_pq(tmp_path, panoptic_root):
     assert [r['step'] for r in train] == [1, 2]  # 2 images, batch 2
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_torchrun_on_cpu(tmp_path, data_root, resumed_run):
     """2 processes x batch 1 on gloo, against the 1 process x batch 2 run:
     same total batch."""
-    cfg = tiny_config(tmp_path, data_root, batch=1)
+    cfg = tiny_detection_config(tmp_path, data_root, batch=1)
     work = tmp_path / 'work'
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()))
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     out = run([
         'bash',
         str(ROOT / 'tools/dist_train.sh'), cfg, '2', '--work-dir',
@@ -368,7 +312,8 @@ def test_compile_flag_compiles_the_train_step(tmp_path, data_root):
     log = tmp_path / 'train.log'
     kill_when(
         tool('train.py') + [
-            tiny_config(tmp_path, data_root), '--compile', '--work-dir',
+            tiny_detection_config(tmp_path, data_root), '--compile',
+            '--work-dir',
             str(tmp_path / 'work')
         ], lambda: 'Model has been "compiled"' in log.read_text(), log)
     assert 'compile = True' in log.read_text()  # the config the run logs
@@ -404,7 +349,8 @@ def test_bad_dataset_fails_before_any_model_is_built(tmp_path, mutate,
     make_coco_shapes(root, num_train=2, num_val=1, image_size=(64, 64))
     mutate(root)
     proc = run_unchecked(
-        tool('train.py') + [tiny_config(tmp_path, root)], timeout=300)
+        tool('train.py') + [tiny_detection_config(tmp_path, root)],
+        timeout=300)
     assert proc.returncode != 0
     assert 'DatasetError' in proc.stderr and message in proc.stderr
     assert 'Epoch(train)' not in proc.stdout + proc.stderr
@@ -483,7 +429,8 @@ def test_fine_tuning_on_a_subset_of_the_classes(resumed_run, data_root,
     head's classifier and regressor are re-initialised and listed, the rest
     is loaded, and after one epoch it finds the two classes."""
     _, work, _ = resumed_run
-    cfg = tiny_config(tmp_path, data_root, base=FINE_TUNING, epochs=1)
+    cfg = tiny_detection_config(
+        tmp_path, data_root, base=FINE_TUNING, epochs=1)
     checkpoint = work / 'epoch_3.pth'
     out = run(
         tool('train.py') + [

@@ -2,7 +2,6 @@
 mmdet's or mmseg's own ResNeSt config loads strictly into the matching config
 of ours and predicts the same; the config READMEs link each to its upstream
 checkpoint and log."""
-import ast
 import re
 import shutil
 import sys
@@ -13,31 +12,15 @@ import torch
 import yaml
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
-from zoo_upstream import SCOPES, build_model, upstream_configs, zoo_outputs
+from zoo_upstream import (OUR_FOLDERS, SCOPES, build_model, our_configs,
+                          upstream_configs, zoo_outputs)
 
 from resnest_mm import MMDetResNeSt, MMSegResNeSt
 from helpers import rel_err, run
 
 ROOT = Path(__file__).resolve().parents[1]
-OUR_FOLDERS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 BACKBONES = {'mmdet': MMDetResNeSt, 'mmseg': MMSegResNeSt}
 ZOO = [(scope, name) for scope in SCOPES for name in upstream_configs(scope)]
-
-
-def our_configs(scope):
-    """``{upstream config name: our config}``, from each of our configs'
-    ``_base_`` (``'mmdet::resnest/<name>.py'``; one base or a list)."""
-    pairs = {}
-    for path in sorted((ROOT / 'configs' / OUR_FOLDERS[scope]).glob('*.py')):
-        for node in ast.parse(path.read_text()).body:
-            if (isinstance(node, ast.Assign)
-                    and node.targets[0].id == '_base_'):
-                bases = ast.literal_eval(node.value)
-                for base in ([bases] if isinstance(bases, str) else bases):
-                    match = re.fullmatch(rf'{scope}::resnest/(.*)\.py', base)
-                    if match:
-                        pairs[match.group(1)] = path
-    return pairs
 
 
 def test_every_zoo_config_has_one_of_ours():

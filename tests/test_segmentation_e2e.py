@@ -15,21 +15,9 @@ from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
                                           make_cityscapes_scenes,
                                           make_pascal_context_scenes)
 from resnest_mm.tooling.run_logs import read_scalars
-from helpers import ROOT, flip_tta_of_mirror_image, run, run_unchecked, tool
+from helpers import (ROOT, TINY_SEGMENTATION, flip_tta_of_mirror_image, run,
+                     run_unchecked, tool)
 
-TINY = '''
-_base_ = '{base}'
-data_root = '{data_root}'
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters=4, val_interval=4)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-randomness = dict(seed=0)
-'''
 #: dataset -> its generator, the data root under the generated folder, the
 #: image size (width, height), the test image size after the demo's Resize,
 #: and a sliding window
@@ -55,7 +43,9 @@ def trained(request, tmp_path_factory):
         run(tool('convert_cityscapes.py') + [str(tmp / 'data')])
     base = next(ROOT.glob(f'configs/segmentation/demo/*_{dataset}-demo-*.py'))
     cfg = tmp / f'tiny_{dataset}.py'
-    cfg.write_text(TINY.format(base=base, data_root=tmp / 'data' / subfolder))
+    cfg.write_text(
+        TINY_SEGMENTATION.format(
+            base=base, data_root=tmp / 'data' / subfolder))
     work = tmp / 'work'
     run(
         tool('train.py') + [
@@ -112,7 +102,8 @@ def test_unconverted_cityscapes_fails_before_any_model_is_built(tmp_path):
         tmp_path / 'data', num_train=2, num_val=1, image_size=(64, 32))
     base = next(ROOT.glob('configs/segmentation/demo/*_cityscapes-demo-*.py'))
     cfg = tmp_path / 'tiny.py'
-    cfg.write_text(TINY.format(base=base, data_root=tmp_path / 'data'))
+    cfg.write_text(
+        TINY_SEGMENTATION.format(base=base, data_root=tmp_path / 'data'))
     proc = run_unchecked(tool('train.py') + [str(cfg)], timeout=300)
     assert proc.returncode != 0
     assert 'DatasetError: 2 of 2 images' in proc.stderr
@@ -130,7 +121,7 @@ def test_pascal_context_trains_and_reports_miou(tmp_path):
         ROOT.glob('configs/segmentation/demo/*_pascal-context-59-demo-*.py'))
     cfg = tmp_path / 'tiny_pascal_context.py'
     cfg.write_text(
-        TINY.format(
+        TINY_SEGMENTATION.format(
             base=base, data_root=tmp_path / 'data' / 'VOCdevkit' / 'VOC2010'))
     work = tmp_path / 'work'
     run(

@@ -1,25 +1,30 @@
 """Run by test_model_zoo.py in a process of its own, not by pytest.
 
-    python zoo_upstream.py OUT_DIR
+    python zoo_upstream.py OUT_DIR [CONFIG_NAME ...]
 
-Builds every model of mmdet's and mmseg's ResNeSt zoos from their installed
-configs (``.mim/configs/resnest/*.py``) with upstream's own classes: this
-process never imports ``resnest_mm``, so the registries hold upstream's
-``ResNeSt``. Each model gets random weights and is written as mmengine writes
-a checkpoint (``meta`` and ``state_dict``) to ``OUT_DIR/<config>.pth``, with
-the tiny input and its outputs (:func:`zoo_outputs`) in
-``OUT_DIR/<config>.outputs.pth``.
+Builds every model (or those named) of mmdet's and mmseg's ResNeSt zoos from
+their installed configs (``.mim/configs/resnest/*.py``) with upstream's own
+classes: this process never imports ``resnest_mm``, so the registries hold
+upstream's ``ResNeSt``. Each model gets random weights and is written as
+mmengine writes a checkpoint (``meta`` and ``state_dict``) to
+``OUT_DIR/<config>.pth``, with the tiny input and its outputs
+(:func:`zoo_outputs`) in ``OUT_DIR/<config>.outputs.pth``. test_stacks.py
+runs it too, in each stack, for one model of each zoo.
 """
+import ast
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
 import torch
 
-from helpers import images, randomize_
+from helpers import ROOT, images, randomize_
 
 SCOPES = ('mmdet', 'mmseg')
+#: where our configs of each scope are, under configs/
+OUR_FOLDERS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
 # A tiny image: every stride of the detectors (up to 64) and of the dilated
 # segmentors (8) still leaves a feature map.
 INPUT_SHAPE = (1, 3, 32, 32)
@@ -34,6 +39,22 @@ def upstream_configs(scope):
     package = importlib.import_module(scope)
     folder = Path(package.__file__).parent / '.mim/configs/resnest'
     return {path.stem: path for path in sorted(folder.glob('*.py'))}
+
+
+def our_configs(scope):
+    """``{upstream config name: our config}``, from each of our configs'
+    ``_base_`` (``'mmdet::resnest/<name>.py'``; one base or a list)."""
+    pairs = {}
+    for path in sorted((ROOT / 'configs' / OUR_FOLDERS[scope]).glob('*.py')):
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign)
+                    and node.targets[0].id == '_base_'):
+                bases = ast.literal_eval(node.value)
+                for base in ([bases] if isinstance(bases, str) else bases):
+                    match = re.fullmatch(rf'{scope}::resnest/(.*)\.py', base)
+                    if match:
+                        pairs[match.group(1)] = path
+    return pairs
 
 
 def build_model(scope, config):
@@ -87,13 +108,15 @@ def _tensors(nested):
     return [t for item in nested for t in _tensors(item)]
 
 
-def main(out_dir):
+def main(out_dir, names=()):
     import mmengine
     from mmengine.config import Config
     from mmengine.runner.checkpoint import get_state_dict, save_checkpoint
     x = images(INPUT_SHAPE, torch.Generator().manual_seed(0))
     for scope in SCOPES:
         for name, path in upstream_configs(scope).items():
+            if names and name not in names:
+                continue
             print(f'{scope}: {name}', flush=True)
             model = build_model(scope, Config.fromfile(path))
             assert type(model.backbone).__module__ == (
@@ -113,4 +136,4 @@ def main(out_dir):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
