@@ -23,14 +23,13 @@ package index (or pip's cache) for mmdet 3.2.0, mmseg 1.2.1, mmengine
 0.10.5, mmcv-lite 2.1.0 and setuptools for the build.
 """
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from stacks import Venv, copy_checkout, install_checkout
 
 from helpers import ROOT
 
@@ -40,68 +39,11 @@ DET_CONFIG = 'configs/detection/faster-rcnn_s50_fpn_syncbn-backbone+head_' \
     'ms-range-1x_coco.py'
 SEG_CONFIG = 'configs/segmentation/resnest_s50-d8_deeplabv3_4xb2-80k_' \
     'cityscapes-512x1024.py'
-#: what a scratch env must not see from the caller's environment
-UNSET = ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', 'PIP_REQUIRE_VIRTUALENV')
-
-
-def clean_env():
-    env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    env['PIP_DISABLE_PIP_VERSION_CHECK'] = '1'
-    return env
-
-
-def sh(args, cwd, timeout=600):
-    """Run ``args``; return stdout, failing with the output if not 0."""
-    proc = subprocess.run([str(a) for a in args],
-                          cwd=cwd,
-                          env=clean_env(),
-                          capture_output=True,
-                          text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, (f'{args}\n{proc.stdout[-3000:]}\n'
-                                  f'{proc.stderr[-5000:]}')
-    return proc.stdout
-
-
-class Env:
-    """A venv at ``path``, used only through its own ``python -m pip``.
-
-    Its bin/ scripts (pip, ...) of a copied venv still name the original
-    interpreter in their first line, so they are never run.
-    """
-
-    def __init__(self, path, work):
-        self.path, self.work = Path(path), Path(work)
-        self.python = self.path / 'bin' / 'python'
-
-    def pip(self, *args):
-        return sh([self.python, '-m', 'pip', *args], self.work)
-
-    def freeze(self):
-        """``pip freeze`` less this package, as ``{name: line}``."""
-        lines = self.pip('freeze', '--all').splitlines()
-        pins = {}
-        for line in lines:
-            name = line.split('==')[0].split(' @ ')[0].strip()
-            if name and not name.startswith('#'):
-                pins[re.sub(r'[-_.]+', '-', name).lower()] = line
-        pins.pop('resnest-mm', None)
-        return pins
-
-    def run(self, *args):
-        return sh([self.python, *args], self.work)
 
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
-    """A copy of the checkout: pip builds in place, and must not write here."""
-    dst = tmp_path_factory.mktemp('src') / 'resnest-mm'
-    shutil.copytree(
-        ROOT,
-        dst,
-        ignore=shutil.ignore_patterns('.venv', '.git', 'work_dirs', 'data',
-                                      'build', '*.egg-info', '__pycache__'))
-    return dst
+    return copy_checkout(tmp_path_factory.mktemp('src') / 'resnest-mm')
 
 
 @pytest.fixture
@@ -124,8 +66,8 @@ def copy_venv(dst):
     src = reference_venv()
     if subprocess.run(['cp', '-al', src, dst]).returncode != 0:
         shutil.rmtree(dst, ignore_errors=True)
-        sh(['cp', '-a', src, dst], dst.parent)  # another file system
-    return Env(dst, dst.parent)
+        subprocess.run(['cp', '-a', src, dst], check=True)  # another fs
+    return Venv(dst)
 
 
 def constraints(env, path):
@@ -135,23 +77,10 @@ def constraints(env, path):
     return ['-c', path]
 
 
-def install_checkout(env, source, extra):
-    """``pip install <checkout>[extra]``; assert it changed nothing else."""
-    before = env.freeze()
-    target = f'{source}[{extra}]' if extra else str(source)
-    env.pip('install', target)
-    after = env.freeze()
-    assert after == before, {
-        k: (before.get(k), after.get(k))
-        for k in before.keys() | after.keys() if before.get(k) != after.get(k)
-    }
-    assert 'Location:' in env.pip('show', 'resnest-mm')  # it is installed
-
-
 def probe_output(env, *args):
     """Run env_probe.py in ``env`` outside the checkout; its JSON result."""
-    shutil.copy(ROOT / 'tests' / 'env_probe.py', env.work / 'env_probe.py')
-    out = env.run(env.work / 'env_probe.py', *args)
+    shutil.copy(ROOT / 'tests' / 'env_probe.py', env.cwd / 'env_probe.py')
+    out = env.run(env.cwd / 'env_probe.py', *args)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -168,7 +97,7 @@ def openmmlab_env(scratch, remove, install):
     """The reference venv less ``remove`` and resnest_mm, plus ``install``."""
     env = copy_venv(scratch / 'venv')
     env.pip('uninstall', '-y', 'resnest_mm', *remove)
-    pin_mmcv = constraints(env, env.work / 'constraints.txt')
+    pin_mmcv = constraints(env, env.cwd / 'constraints.txt')
     env.pip('install', *install, *pin_mmcv)
     env.pip('check')  # a consistent environment to start from
     return env
