@@ -27,3 +27,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'envs: builds scratch environments to install into '
         '(test_environments.py; about a minute each); -m "not envs" skips')
+    config.addinivalue_line(
+        'markers', 'stacks: builds the users\' stacks from the package index '
+        '(test_stacks.py; minutes each); make test leaves them out')
