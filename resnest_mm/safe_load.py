@@ -110,9 +110,12 @@ def allow_mmengine_checkpoints():
         torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
-def _global_name(obj):
-    return obj[1] if isinstance(obj, tuple) else \
-        f'{obj.__module__}.{obj.__qualname__}'
+def _named(entry):
+    """``(name, object)`` of an ``add_safe_globals`` entry: an object, or
+    ``(object, name)``."""
+    if isinstance(entry, tuple):
+        return entry[1], entry[0]
+    return f'{entry.__module__}.{entry.__qualname__}', entry
 
 
 class AllowlistUnpickler(pickle.Unpickler):
@@ -129,10 +132,7 @@ class AllowlistUnpickler(pickle.Unpickler):
     # torch's own list: private, but present from torch 1.13 on
     allowed = {
         **torch._weights_only_unpickler._get_allowed_globals(),
-        **{
-            _global_name(g): g if not isinstance(g, tuple) else g[0]
-            for g in MMENGINE_SAFE_GLOBALS
-        }
+        **dict(map(_named, MMENGINE_SAFE_GLOBALS))
     }
 
     def find_class(self, module, name):
@@ -174,20 +174,26 @@ def _torch_load(path, map_location):
 
 
 def route_mmengine_loading():
-    """Make mmengine read local checkpoint files with
-    :func:`load_checkpoint_safely` (``load_from``, ``resume``, testing).
+    """Make mmengine read checkpoints with :func:`load_checkpoint_safely`
+    (``load_from``, ``resume``, testing): local files, http(s) URLs and
+    ``open-mmlab://`` names, fetched as mmengine fetches them.
 
-    On torch >= 2.6 mmengine's own load is weights-only already; before, it
-    unpickles freely, and this is what keeps code in a file from running.
-    Our tools call it; the change lasts for the process.
+    Before torch 2.6 mmengine's own load unpickles freely, and OneDL's
+    mmengine falls back to that when the weights-only load refuses a file:
+    this is what keeps code in a file from running. Our tools call it; the
+    change lasts for the process.
     """
+    # here: weights.py imports this module
+    from .weights import OPENMMLAB_SCHEMES, resolve_checkpoint
 
-    def load_from_local(filename, map_location):
+    def load(filename, map_location):
         return load_checkpoint_safely(
-            os.path.expanduser(filename), map_location)
+            resolve_checkpoint(os.path.expanduser(filename)), map_location)
 
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_from_local, force=True)
+        prefixes=('', 'http://', 'https://', *OPENMMLAB_SCHEMES),
+        loader=load,
+        force=True)
 
 
 def load_checkpoint_safely(path, map_location='cpu'):

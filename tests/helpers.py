@@ -3,10 +3,14 @@
 Imported by the tests as ``from helpers import ...`` (pytest puts ``tests/`` on
 ``sys.path``); ``conftest.py`` keeps only fixtures.
 """
+import contextlib
+import functools
+import http.server
 import math
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -200,6 +204,21 @@ def kill_when(args, ready, log_path, timeout=600, cwd=ROOT, env=None):
     assert alive and ready(), (
         f'{args[1]} ended or was not ready in {timeout} s, before it was '
         'killed:\n' + Path(log_path).read_text()[-3000:])
+
+
+@contextlib.contextmanager
+def served(folder):
+    """An HTTP server on localhost serving ``folder``; yields its URL."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 def free_port():

@@ -4,14 +4,10 @@ Each tool runs as a user runs it, in its own process. One training run is
 killed after its first checkpoint and resumed; a 2-process torchrun run is
 compared with it.
 """
-import contextlib
-import functools
-import http.server
 import os
 import pickle
 import re
 import sys
-import threading
 import zipfile
 
 import pytest
@@ -21,8 +17,8 @@ from resnest_mm.tooling.demo_data import (make_coco_panoptic_shapes,
 from resnest_mm.tooling.run_logs import read_scalars
 from resnest_mm.tooling.runner_setup import latest_checkpoint
 from helpers import (DETECTION_DEMO, ROOT, flip_tta_of_mirror_image, free_port,
-                     kill_when, run, run_unchecked, tiny_detection_config,
-                     tool)
+                     kill_when, run, run_unchecked, served,
+                     tiny_detection_config, tool)
 
 FINE_TUNING = DETECTION_DEMO.with_name(
     'faster-rcnn_s14_fpn_ft-2e_demo-shapes-2cls.py')
@@ -85,21 +81,6 @@ def test_killed_run_resumes_and_continues_counting(resumed_run):
         work / 'epoch_3.pth', weights_only=True)  # the safe loader admits it
     assert ckpt['meta']['iter'] == 3 * ITERS_PER_EPOCH and ckpt['meta'][
         'epoch'] == 3
-
-
-@contextlib.contextmanager
-def served(folder):
-    """An HTTP server on localhost serving ``folder``; yields its URL."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        thread.join()
 
 
 def test_test_tool_gives_coco_metrics_predictions_and_pictures(

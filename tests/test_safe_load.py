@@ -19,6 +19,7 @@ from resnest_mm import (ResNeSt, UnsafeCheckpointError, load_checkpoint_safely,
 from resnest_mm.safe_load import (MMENGINE_SAFE_GLOBALS,
                                   WEIGHTS_ONLY_EXTENSIBLE,
                                   route_mmengine_loading)
+from helpers import served
 
 needs_extensible_weights_only = pytest.mark.skipif(
     not WEIGHTS_ONLY_EXTENSIBLE,
@@ -172,10 +173,10 @@ def routed(monkeypatch):
 
 
 def test_mmengine_loads_through_the_safe_loader_once_routed(
-        routed, tmp_path, mmengine_checkpoint, loader):
+        routed, tmp_path, mmengine_checkpoint, loader, monkeypatch):
     """What our tools/train.py (--resume, load_from) and tools/test.py get:
-    mmengine's own local-file loading refuses code and reads its
-    checkpoints."""
+    mmengine's own loading of files and URLs refuses code and reads its
+    checkpoints (a URL served locally, cached in tmp_path)."""
     marker = tmp_path / 'code-ran'
     path = tmp_path / 'evil.pth'
     torch.save(dict(state_dict={}, payload=WritesMarker(marker)), path)
@@ -184,6 +185,13 @@ def test_mmengine_loads_through_the_safe_loader_once_routed(
     assert not marker.exists()
     checkpoint = CheckpointLoader.load_checkpoint(str(mmengine_checkpoint))
     assert checkpoint['meta']['iter'] == 2
+    # a URL, fetched into the torch hub cache as mmengine fetches it
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with served(tmp_path) as url:
+        with pytest.raises(UnsafeCheckpointError):
+            CheckpointLoader.load_checkpoint(f'{url}/evil.pth')
+    assert (tmp_path / 'hub/checkpoints/evil.pth').is_file()
+    assert not marker.exists()
     record = RecordIters()
     make_runner(
         tmp_path,
