@@ -74,6 +74,25 @@ class StackRun:
             proc.stdout[-3000:] + proc.stderr[-5000:])
         return proc.stdout + proc.stderr
 
+    def train_kill_resume_test(self, cfg, work, first, last):
+        """Train ``cfg`` into ``work``, SIGKILL it once checkpoint ``first``
+        is complete, resume with ``--resume`` up to ``last``, and test
+        ``last``; the resumed run's and the test's output."""
+        train = self.tool('train.py') + [str(cfg), '--work-dir', str(work)]
+        kill_when(
+            train,
+            lambda: zipfile.is_zipfile(work / first),
+            f'{work}-killed.log',
+            cwd=self.tmp,
+            env=clean_env())
+        assert not (work / last).exists(), 'it finished before it was killed'
+        resumed = self.check(train + ['--resume'])
+        tested = self.check(
+            self.tool('test.py') +
+            [str(cfg),
+             str(work / last), '--work-dir', f'{work}-test'])
+        return resumed, tested
+
 
 @pytest.fixture(scope='module', params=sorted(STACKS))
 def stack(request, tmp_path_factory):
@@ -135,26 +154,11 @@ def coco(stack):
 def test_detection_trains_is_killed_resumes_and_tests(stack, coco):
     root, base = coco
     cfg = tiny_detection_config(stack.tmp, root, base=base, epochs=2)
-    work = stack.tmp / 'det'
-    kill_when(
-        stack.tool('train.py') +
-        [cfg, '--work-dir', str(work)],
-        lambda: zipfile.is_zipfile(work / 'epoch_1.pth'),
-        stack.tmp / 'det-first.log',
-        cwd=stack.tmp,
-        env=clean_env())
-    assert not (work / 'epoch_2.pth').exists()
-    resumed = stack.check(
-        stack.tool('train.py') +
-        [cfg, '--work-dir', str(work), '--resume'])
+    resumed, tested = stack.train_kill_resume_test(cfg, stack.tmp / 'det',
+                                                   'epoch_1.pth',
+                                                   'epoch_2.pth')
     assert 'resumed epoch: 1' in resumed
-    out = stack.check(
-        stack.tool('test.py') + [
-            cfg,
-            str(work / 'epoch_2.pth'), '--work-dir',
-            str(stack.tmp / 'det-test')
-        ])
-    assert re.search(r'coco/bbox_mAP: \d', out), out[-2000:]
+    assert re.search(r'coco/bbox_mAP: \d', tested), tested[-2000:]
 
 
 def test_segmentation_trains_is_killed_resumes_and_tests(stack):
@@ -166,26 +170,10 @@ def test_segmentation_trains_is_killed_resumes_and_tests(stack):
     cfg.write_text(
         TINY_SEGMENTATION.format(
             base=base, data_root=stack.tmp / 'ade' / 'ADEChallengeData2016'))
-    work = stack.tmp / 'seg'
-    kill_when(
-        stack.tool('train.py') +
-        [str(cfg), '--work-dir', str(work)],
-        lambda: zipfile.is_zipfile(work / 'iter_2.pth'),
-        stack.tmp / 'seg-first.log',
-        cwd=stack.tmp,
-        env=clean_env())
-    assert not (work / 'iter_4.pth').exists()
-    resumed = stack.check(
-        stack.tool('train.py') +
-        [str(cfg), '--work-dir', str(work), '--resume'])
+    resumed, tested = stack.train_kill_resume_test(cfg, stack.tmp / 'seg',
+                                                   'iter_2.pth', 'iter_4.pth')
     assert 'resumed epoch: 0, iter: 2' in resumed
-    out = stack.check(
-        stack.tool('test.py') + [
-            str(cfg),
-            str(work / 'iter_4.pth'), '--work-dir',
-            str(stack.tmp / 'seg-test')
-        ])
-    assert re.search(r'mIoU: \d', out), out[-2000:]
+    assert re.search(r'mIoU: \d', tested), tested[-2000:]
 
 
 def test_checkpoint_that_runs_code_is_refused_by_the_test_tool(stack, coco):
