@@ -107,6 +107,7 @@ def main():
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
     runner.test()
+    del runner  # its DDP wrapper holds the process group
     finish_distributed()
 
 

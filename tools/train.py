@@ -93,6 +93,7 @@ def main():
     runner = Runner.from_cfg(
         cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    del runner  # its DDP wrapper holds the process group
     finish_distributed()
 
 

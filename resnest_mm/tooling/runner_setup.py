@@ -1,5 +1,6 @@
 """What tools/train.py and tools/test.py share: loading a config, knowing its
 task, distributed set-up."""
+import gc
 import glob
 import importlib.metadata
 import importlib.util
@@ -157,8 +158,12 @@ def finish_distributed():
     Left to interpreter shutdown, gloo's worker threads are sometimes
     destroyed while still running, and the process aborts ("terminate called
     without an active exception") after a finished run. The barrier first:
-    no rank tears down its gloo pairs while another still talks to it.
+    no rank tears down its gloo pairs while another still talks to it. The
+    caller drops its runner first: the DDP wrapper's reducer holds the group,
+    which would otherwise outlive ``destroy_process_group`` until shutdown
+    (collected here, so that the group's threads are joined now).
     """
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
