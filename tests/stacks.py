@@ -191,7 +191,7 @@ def clean_env(**extra):
 
 def mmcv_wheel(stack, venv):
     """The cached mmcv wheel for this stack's (mmcv, torch, Python); built
-    into the cache first if missing (about 11 minutes on 2 cores)."""
+    into the cache first if missing (about 13 minutes on 2 cores)."""
     dist, version = stack.mmcv
     torch_version = venv.version('torch').split('+')[0]
     key = f'{dist}-{version}/torch-{torch_version}/py{stack.python}'
@@ -201,7 +201,7 @@ def mmcv_wheel(stack, venv):
         log(f'{dist} {version}: cached wheel {found[0]}')
         return found[0]
     log(f'building {dist} {version} with its ops against torch '
-        f'{torch_version} (about 11 minutes on 2 cores; cached in {folder})')
+        f'{torch_version} (about 13 minutes on 2 cores; cached in {folder})')
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         # --no-cache-dir: pip's cache would return a build against another

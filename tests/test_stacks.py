@@ -12,7 +12,7 @@ memory-saving path, the safe loader and the benchmark pass on that torch.
 
 Marked ``stacks``: ``make test-stacks`` runs them (``.ci/run`` after ``make
 test``, which leaves them out). A stack's first build on a machine compiles
-its mmcv (about 11 minutes on 2 cores; cached afterwards); each later build
+its mmcv (about 13 minutes on 2 cores; cached afterwards); each later build
 takes minutes. A stack whose Python is not installed is skipped, saying so.
 """
 import json
