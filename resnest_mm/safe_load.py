@@ -23,6 +23,7 @@ only tensors by design and are read with the ``safetensors`` package.
 import _compat_pickle
 import codecs
 import collections
+import functools
 import os
 import pickle
 import re
@@ -118,6 +119,19 @@ def _named(entry):
     return f'{entry.__module__}.{entry.__qualname__}', entry
 
 
+@functools.lru_cache(maxsize=None)
+def _allowed_globals():
+    """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds.
+
+    torch's own list is private API, present from torch 1.13 on; read only
+    where the allowlisting unpickler is used (torch < 2.6), not at import.
+    """
+    return {
+        **torch._weights_only_unpickler._get_allowed_globals(),
+        **dict(map(_named, MMENGINE_SAFE_GLOBALS))
+    }
+
+
 class AllowlistUnpickler(pickle.Unpickler):
     """A pickle unpickler that finds only allowlisted globals: what torch's
     weights-only unpickler admits on this torch, and
@@ -129,11 +143,6 @@ class AllowlistUnpickler(pickle.Unpickler):
     ``pickle`` docs, "Restricting Globals"). torch resolves its storage
     types itself.
     """
-    # torch's own list: private, but present from torch 1.13 on
-    allowed = {
-        **torch._weights_only_unpickler._get_allowed_globals(),
-        **dict(map(_named, MMENGINE_SAFE_GLOBALS))
-    }
 
     def find_class(self, module, name):
         # Python 2 names, as pickle's own find_class maps them (torch writes
@@ -141,7 +150,7 @@ class AllowlistUnpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get(
             (module, name),
             (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
-        obj = self.allowed.get(f'{module}.{name}')
+        obj = _allowed_globals().get(f'{module}.{name}')
         if obj is None:
             # named as torch's own unpickler names it
             what = name if module == 'builtins' else f'{module}.{name}'
