@@ -47,24 +47,27 @@ class Stack:
 
 
 STACKS = {
-    'frozen':
-    Stack(
-        name='frozen',
-        python='3.10',
-        torch='torch==2.1.2',
-        mmengine='mmengine==0.10.4',
-        mmcv=('mmcv', '2.1.0'),
-        # mmseg 1.2 imports ftfy and regex without declaring them
-        packages=('mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy', 'regex'),
-        constraints=('numpy<2', )),  # torch 2.1 is built against numpy 1
-    'onedl':
-    Stack(
-        name='onedl',
-        python='3.12',
-        torch='torch==2.8.0',
-        mmengine='onedl-mmengine==0.10.12',
-        mmcv=('onedl-mmcv', '2.3.6'),
-        packages=('onedl-mmdetection==3.5.1', 'onedl-mmsegmentation==1.4.2')),
+    stack.name: stack
+    for stack in (
+        Stack(
+            name='frozen',
+            python='3.10',
+            torch='torch==2.1.2',
+            mmengine='mmengine==0.10.4',
+            mmcv=('mmcv', '2.1.0'),
+            # mmseg 1.2 imports ftfy and regex without declaring them
+            packages=('mmdet==3.3.0', 'mmsegmentation==1.2.2', 'ftfy',
+                      'regex'),
+            constraints=('numpy<2', )),  # torch 2.1 is built on numpy 1
+        Stack(
+            name='onedl',
+            python='3.12',
+            torch='torch==2.8.0',
+            mmengine='onedl-mmengine==0.10.12',
+            mmcv=('onedl-mmcv', '2.3.6'),
+            packages=('onedl-mmdetection==3.5.1',
+                      'onedl-mmsegmentation==1.4.2')),
+    )
 }
 
 #: the file in each venv that holds its stack's constraints
