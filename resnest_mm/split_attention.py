@@ -172,8 +172,9 @@ class SplitAttentionConv2d(BaseModule):
             atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
         if handle is not None:  # training: keep c, not the splits
             return recomputing_weighted_sum(x, atten, handle)
-        return weighted_split_sum(
-            x.unflatten(1, (self.radix, self.channels)), atten, self.radix)
+        # view, not unflatten: ONNX opset 11 has no export for aten::unflatten
+        splits = x.view(batch, self.radix, self.channels, x.size(2), x.size(3))
+        return weighted_split_sum(splits, atten, self.radix)
 
 
 def spatial_mean(x):
