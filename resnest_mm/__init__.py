@@ -13,6 +13,8 @@ mmengine's hook registry.
 from . import dependencies  # noqa: F401
 from .backbone import ResNeSt
 from .bottleneck import ResNeStBottleneck
+from .downloads import resolve_checkpoint
+from .layouts import convert_checkpoint
 from .precise_bn import PreciseBNHook, recompute_bn_stats
 from .registration import MMDetResNeSt, MMSegResNeSt, register_all
 from .releases import (RELEASES, build_release, resnest50,
@@ -25,7 +27,7 @@ from .safe_load import (CorruptCheckpointError, UnsafeCheckpointError,
                         allow_mmengine_checkpoints, load_checkpoint_safely)
 from .split_attention import SplitAttentionConv2d
 from .version import __version__, version_info
-from .weights import convert_checkpoint, load_pretrained, resolve_checkpoint
+from .weights import load_pretrained
 
 __all__ = [
     'ResNeSt', 'ResNeStBottleneck', 'SplitAttentionConv2d', 'MMDetResNeSt',

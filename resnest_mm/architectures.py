@@ -1,7 +1,17 @@
-"""Blocks per stage and stem width of each ResNeSt depth.
+"""What makes each ResNeSt network: blocks per stage and stem width of each
+depth, and the architecture a state dict (in our keys) was made by.
 
-Shared by the backbone, weight loading, the releases, tools and tests.
+The backbone builds its stages from these facts, and weight loading reads a
+checkpoint's architecture back and checks it against a model with them, so
+both live here.
 """
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from .backbone import ResNeSt
 
 # depth: bottleneck blocks in stages 1-4 (Zhang et al. 2020, and the
 # authors' ablation depths 14 and 26).
@@ -29,3 +39,93 @@ STEM_CHANNELS = {
     200: 128,
     269: 128,
 }
+
+_DEPTHS = {blocks: depth for depth, blocks in STAGE_BLOCKS.items()}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a state dict in our keys says about the network that made it."""
+    stage_blocks: tuple[int, ...]
+    stem_channels: int | None  # None: no deep stem in the checkpoint
+    radix: int
+    groups: int
+    width: int  # channels of layer1's split-attention conv (per split)
+
+    @property
+    def depth(self) -> int | None:
+        """The depth with these blocks per stage, or None."""
+        return _DEPTHS.get(self.stage_blocks)
+
+    @property
+    def name(self) -> str:
+        return (f'ResNeSt-{self.depth}' if self.depth else
+                f'a ResNeSt with {self.stage_blocks} blocks per stage')
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """``ResNeSt`` arguments that build this network (``avd_first`` is not
+        in the weights)."""
+        kwargs = dict(
+            depth=self.depth,
+            stem_channels=self.stem_channels,
+            radix=self.radix,
+            groups=self.groups)
+        if self.groups > 1:
+            kwargs['base_width'] = self.width // self.groups
+        return kwargs
+
+
+def read_architecture(state_dict: Mapping[str, Any]) -> Architecture:
+    """Blocks per stage, stem width, radix, groups and width, read from tensor
+    shapes (our keys)."""
+    blocks = Counter()
+    for key in state_dict:
+        match = re.match(r'layer(\d+)\.(\d+)\.conv1\.weight$', key)
+        if match:
+            blocks[int(match.group(1))] += 1
+    conv1 = state_dict['layer1.0.conv1.weight']  # (width, inplanes, 1, 1)
+    # (width * radix, width / (groups * radix), 3, 3)
+    split = state_dict['layer1.0.conv2.conv.weight']
+    width = conv1.shape[0]
+    radix = split.shape[0] // width
+    stem = state_dict.get('stem.6.weight')
+    return Architecture(
+        stage_blocks=tuple(blocks[i] for i in sorted(blocks)),
+        stem_channels=stem.shape[0] if stem is not None else None,
+        radix=radix,
+        groups=width // (split.shape[1] * radix),
+        width=width)
+
+
+def check_architecture(arch: Architecture, model: 'ResNeSt') -> None:
+    """Raise ``ValueError`` naming each way ``arch`` does not fit ``model``,
+    and the fix."""
+    problems = []
+    for stage, (theirs, ours) in enumerate(
+            zip(arch.stage_blocks, model.stage_blocks), 1):
+        if theirs != ours:
+            fix = (f'depth={arch.depth}'
+                   if arch.depth else 'the depth of the checkpoint')
+            problems.append(
+                f'checkpoint is {arch.name} ({theirs} blocks in stage '
+                f'{stage}), model is ResNeSt-{model.depth} ({ours}): build '
+                f'the model with {fix} or use ResNeSt-{model.depth} weights')
+            break
+    if (arch.stem_channels is not None
+            and arch.stem_channels != model.stem_channels):
+        problems.append(
+            f'checkpoint stem is {arch.stem_channels} channels wide, model '
+            f'has stem_channels={model.stem_channels}: '
+            f'set stem_channels={arch.stem_channels} '
+            f'(the authors use 64 for ResNeSt-50 and 128 from ResNeSt-101 on)')
+    if arch.radix != model.radix:
+        problems.append(
+            f'checkpoint has radix={arch.radix}, model radix={model.radix}: '
+            f'set radix={arch.radix}')
+    if arch.groups != model.groups:
+        problems.append(
+            f'checkpoint has groups={arch.groups}, '
+            f'model groups={model.groups}: set groups={arch.groups}')
+    if problems:
+        raise ValueError('checkpoint does not fit the model: ' +
+                         '; '.join(problems))

@@ -1,4 +1,5 @@
-"""The authors' released networks: their settings and one constructor each.
+"""The authors' released networks: one :class:`Release` record each in
+``RELEASES``, from which their short names, files and constructors come.
 
 ``resnest50()`` ... ``resnest269()`` and the "fast" ablation networks
 ``resnest50_fast_<R>s<K>x<W>d()`` (radix R, cardinality K, width W per
@@ -18,56 +19,105 @@ which file to put where).
 import difflib
 import inspect
 import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 from mmengine.logging import MMLogger
 
 from .architectures import STEM_CHANNELS
-from .backbone import ResNeSt
+
+if TYPE_CHECKING:
+    from .backbone import ResNeSt
+
+# The authors' release files (the `resnest` 0.0.5 package fetches the same
+# files from s3.us-west-1.wasabisys.com/resnest/torch/).
+RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
+               'weights_step1/{}')
+# What a release fixes, in the order its errors name them.
+_SETTINGS = ('depth', 'stem_channels', 'radix', 'groups', 'base_width',
+             'avd_first')
 
 
-def _settings(depth, radix=2, groups=1, base_width=64, avd_first=False):
-    """A release's arguments: the authors' ``stem_width`` is half our
-    ``stem_channels``, their ``bottleneck_width`` our ``base_width``."""
-    return dict(
-        depth=depth,
-        stem_channels=STEM_CHANNELS[depth],
-        radix=radix,
-        groups=groups,
-        base_width=base_width,
-        avd_first=avd_first)
+@dataclass(frozen=True)
+class Release:
+    """One of the authors' networks and its ImageNet weights.
+
+    All have the deep stem, avg_down and avd (our defaults); the "fast" ones
+    pool before the split-attention conv (``avd_first``). Their stem is the
+    authors' for the depth; their ``bottleneck_width`` our ``base_width``.
+    """
+    name: str  # the authors' constructor, and the short name of its weights
+    depth: int
+    # the first 8 hex digits of the file's sha256, as torch.hub checks them:
+    # the `_model_sha256` tables of the authors' resnest.py and ablation.py
+    sha256: str
+    radix: int = 2
+    groups: int = 1
+    base_width: int = 64
+    avd_first: bool = False
+    top1: float | None = None  # ImageNet top-1 of the weights, as published
+    eval_size: int | None = None  # the crop size it was measured at
+
+    @property
+    def stem_channels(self) -> int:
+        return STEM_CHANNELS[self.depth]
+
+    @property
+    def file(self) -> str:
+        return f'{self.name}-{self.sha256}.pth'
+
+    @property
+    def url(self) -> str:
+        return RELEASE_URL.format(self.file)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ``ResNeSt`` arguments that make this network."""
+        return {name: getattr(self, name) for name in _SETTINGS}
+
+    @property
+    def description(self) -> str:
+        groups = 'group' if self.groups == 1 else 'groups'
+        gate = ' (sigmoid gate)' if self.radix == 1 else ''
+        text = (f'ResNeSt-{self.depth}{" fast" if self.avd_first else ""}: '
+                f'radix {self.radix}{gate}, {self.groups} {groups} of '
+                f'{self.base_width}, stem {self.stem_channels}')
+        if self.top1 is not None:
+            text += f' (ImageNet top-1 {self.top1} at {self.eval_size})'
+        return text
 
 
-# name (the authors' constructor and weights): the settings that make it.
-# All have the deep stem, avg_down and avd (our defaults); the "fast" ones
-# pool before the split-attention conv (avd_first).
-# yapf: disable
+def _fast(name: str, sha256: str) -> Release:
+    """A "fast" ablation network: its settings are in its name,
+    ``resnest50_fast_<radix>s<groups>x<base_width>d``."""
+    radix, groups, width = map(
+        int,
+        re.fullmatch(r'resnest50_fast_(\d)s(\d)x(\d+)d', name).groups())
+    return Release(name, 50, sha256, radix, groups, width, avd_first=True)
+
+
 RELEASES = {
-    'resnest50': _settings(50),
-    'resnest101': _settings(101),
-    'resnest200': _settings(200),
-    'resnest269': _settings(269),
-    'resnest50_fast_1s1x64d': _settings(50, radix=1, avd_first=True),
-    'resnest50_fast_2s1x64d': _settings(50, radix=2, avd_first=True),
-    'resnest50_fast_4s1x64d': _settings(50, radix=4, avd_first=True),
-    'resnest50_fast_1s2x40d': _settings(
-        50, radix=1, groups=2, base_width=40, avd_first=True),
-    'resnest50_fast_2s2x40d': _settings(
-        50, radix=2, groups=2, base_width=40, avd_first=True),
-    'resnest50_fast_4s2x40d': _settings(
-        50, radix=4, groups=2, base_width=40, avd_first=True),
-    'resnest50_fast_1s4x24d': _settings(
-        50, radix=1, groups=4, base_width=24, avd_first=True),
+    release.name: release
+    for release in (
+        Release('resnest50', 50, '528c19ca', top1=81.03, eval_size=224),
+        Release('resnest101', 101, '22405ba7', top1=82.83, eval_size=256),
+        Release('resnest200', 200, '75117900', top1=83.84, eval_size=320),
+        Release('resnest269', 269, '0cc87c48', top1=84.54, eval_size=416),
+        _fast('resnest50_fast_1s1x64d', 'd8fbf808'),
+        _fast('resnest50_fast_2s1x64d', '44938639'),
+        _fast('resnest50_fast_4s1x64d', 'f74f3fc3'),
+        _fast('resnest50_fast_1s2x40d', '32830b84'),
+        _fast('resnest50_fast_2s2x40d', '9d126481'),
+        _fast('resnest50_fast_4s2x40d', '41d14ed0'),
+        _fast('resnest50_fast_1s4x24d', 'd4a4f76f'),
+    )
 }
-# yapf: enable
-
-# What a constructor passes on to ResNeSt (``pretrained`` is its own flag
-# here, not ResNeSt's deprecated checkpoint path).
-_OVERRIDABLE = tuple(
-    name for name in inspect.signature(ResNeSt).parameters
-    if name != 'pretrained')
 
 
-def build_release(name, pretrained=False, **overrides):
+def build_release(name: str,
+                  pretrained: bool = False,
+                  **overrides: Any) -> 'ResNeSt':
     """Our ``ResNeSt`` with release ``name``'s settings, initialised.
 
     Args:
@@ -85,6 +135,9 @@ def build_release(name, pretrained=False, **overrides):
     the release fixes (depth, stem width, radix, groups, base width,
     avd_first): another network is ``ResNeSt(...)``, not this release.
     """
+    # Here, not at the top: the backbone loads weights by short name, which
+    # reads this module's table.
+    from .backbone import ResNeSt
     if name not in RELEASES:
         raise ValueError(f'unknown release {name!r}; releases: '
                          f'{", ".join(RELEASES)}')
@@ -93,17 +146,21 @@ def build_release(name, pretrained=False, **overrides):
             f'{name}(pretrained=...) takes True or False, got {pretrained!r}; '
             f'for other weights pass init_cfg=dict(type="Pretrained", '
             f'checkpoint=...)')
-    settings = RELEASES[name]
-    unknown = [k for k in overrides if k not in _OVERRIDABLE]
+    settings = RELEASES[name].settings
+    # ``pretrained`` is our own flag, not ResNeSt's deprecated checkpoint path
+    overridable = [
+        k for k in inspect.signature(ResNeSt).parameters if k != 'pretrained'
+    ]
+    unknown = [k for k in overrides if k not in overridable]
     if unknown:
         hints = ''.join(
             f' ({k}: did you mean {close[0]}?)' for k in unknown
-            for close in [difflib.get_close_matches(k, _OVERRIDABLE, 1)]
+            for close in [difflib.get_close_matches(k, overridable, 1)]
             if close)
         raise TypeError(
             f'{name}() got unknown arguments {", ".join(unknown)}{hints}; it '
             f'takes pretrained and these ResNeSt arguments: '
-            f'{", ".join(k for k in _OVERRIDABLE if k not in settings)}')
+            f'{", ".join(k for k in overridable if k not in settings)}')
     fixed = [k for k in overrides if k in settings]
     if fixed:
         given = ', '.join(f'{k}={overrides[k]!r}' for k in fixed)
@@ -137,61 +194,35 @@ class _NoParameterTable(logging.Filter):
     report of :func:`~resnest_mm.weights.load_pretrained`) pass.
     """
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno == logging.INFO
                     and str(record.msg).startswith('\n'))
 
 
-def resnest50(pretrained=False, **kwargs):
-    """ResNeSt-50, stem 64 (ImageNet top-1 81.03 at 224)."""
-    return build_release('resnest50', pretrained, **kwargs)
+def _constructor(name: str) -> Callable[..., 'ResNeSt']:
+    """Release ``name``'s constructor, named and documented from its record,
+    so that its facts stay there; assigned to a module-level name of its own
+    so that imports, ``help`` and pickling see it as written (a test checks
+    one per record)."""
+
+    def constructor(pretrained: bool = False, **kwargs: Any) -> 'ResNeSt':
+        return build_release(name, pretrained, **kwargs)
+
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = (
+        f'{RELEASES[name].description}.\n\nThe authors\' ``{name}``; '
+        f'``pretrained`` and the other arguments as in :func:`build_release`.')
+    return constructor
 
 
-def resnest101(pretrained=False, **kwargs):
-    """ResNeSt-101, stem 128 (ImageNet top-1 82.83 at 256)."""
-    return build_release('resnest101', pretrained, **kwargs)
-
-
-def resnest200(pretrained=False, **kwargs):
-    """ResNeSt-200, stem 128 (ImageNet top-1 83.84 at 320)."""
-    return build_release('resnest200', pretrained, **kwargs)
-
-
-def resnest269(pretrained=False, **kwargs):
-    """ResNeSt-269, stem 128 (ImageNet top-1 84.54 at 416)."""
-    return build_release('resnest269', pretrained, **kwargs)
-
-
-def resnest50_fast_1s1x64d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 1 (sigmoid gate), 1 group of 64."""
-    return build_release('resnest50_fast_1s1x64d', pretrained, **kwargs)
-
-
-def resnest50_fast_2s1x64d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 2, 1 group of 64."""
-    return build_release('resnest50_fast_2s1x64d', pretrained, **kwargs)
-
-
-def resnest50_fast_4s1x64d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 4, 1 group of 64."""
-    return build_release('resnest50_fast_4s1x64d', pretrained, **kwargs)
-
-
-def resnest50_fast_1s2x40d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 1 (sigmoid gate), 2 groups of 40."""
-    return build_release('resnest50_fast_1s2x40d', pretrained, **kwargs)
-
-
-def resnest50_fast_2s2x40d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 2, 2 groups of 40."""
-    return build_release('resnest50_fast_2s2x40d', pretrained, **kwargs)
-
-
-def resnest50_fast_4s2x40d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 4, 2 groups of 40."""
-    return build_release('resnest50_fast_4s2x40d', pretrained, **kwargs)
-
-
-def resnest50_fast_1s4x24d(pretrained=False, **kwargs):
-    """ResNeSt-50 fast: radix 1 (sigmoid gate), 4 groups of 24."""
-    return build_release('resnest50_fast_1s4x24d', pretrained, **kwargs)
+resnest50 = _constructor('resnest50')
+resnest101 = _constructor('resnest101')
+resnest200 = _constructor('resnest200')
+resnest269 = _constructor('resnest269')
+resnest50_fast_1s1x64d = _constructor('resnest50_fast_1s1x64d')
+resnest50_fast_2s1x64d = _constructor('resnest50_fast_2s1x64d')
+resnest50_fast_4s1x64d = _constructor('resnest50_fast_4s1x64d')
+resnest50_fast_1s2x40d = _constructor('resnest50_fast_1s2x40d')
+resnest50_fast_2s2x40d = _constructor('resnest50_fast_2s2x40d')
+resnest50_fast_4s2x40d = _constructor('resnest50_fast_4s2x40d')
+resnest50_fast_1s4x24d = _constructor('resnest50_fast_1s4x24d')

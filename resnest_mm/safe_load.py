@@ -34,6 +34,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 from mmengine.utils import digit_version
 
+from .downloads import OPENMMLAB_SCHEMES, resolve_checkpoint
+
 try:
     from numpy._core import multiarray  # numpy >= 2
 except ImportError:
@@ -192,8 +194,6 @@ def route_mmengine_loading():
     this is what keeps code in a file from running. Our tools call it; the
     change lasts for the process.
     """
-    # here: weights.py imports this module
-    from .weights import OPENMMLAB_SCHEMES, resolve_checkpoint
 
     def load(filename, map_location):
         return load_checkpoint_safely(

@@ -3,7 +3,9 @@
 That each builds the authors' network is tested in
 ``test_authors_equivalence.py``.
 """
+import dataclasses
 import hashlib
+import inspect
 import os
 
 import pytest
@@ -11,36 +13,52 @@ import torch
 from resnest.torch import ablation, resnest
 
 import resnest_mm
-from resnest_mm import weights
+from resnest_mm import releases
 from resnest_mm.releases import RELEASES, build_release
 from resnest_mm.tooling.references import authors_layer4
 from helpers import images, randomize_, rel_err
 
 AUTHORS_URLS = {**resnest.resnest_model_urls, **ablation.resnest_model_urls}
-FAST = [name for name in RELEASES if '_fast_' in name]
 
 
 def test_every_release_has_the_authors_published_file():
     """The file names (hash included) are those the authors' package gets."""
-    assert set(weights.PUBLISHED) == set(RELEASES) == set(AUTHORS_URLS)
+    assert set(RELEASES) == set(AUTHORS_URLS)
     for name, url in AUTHORS_URLS.items():
-        assert (os.path.basename(
-            weights.PUBLISHED[name]) == os.path.basename(url))
+        assert RELEASES[name].file == os.path.basename(url)
 
 
-def test_release_table_is_exported():
-    for name in RELEASES:
-        assert getattr(resnest_mm, name).__name__ == name
+def test_constructors_and_exports_are_the_release_table():
+    """One constructor per record, of its name, documented from it and
+    exported from ``resnest_mm``; and no constructor without a record."""
+    constructors = {
+        name
+        for name, value in vars(releases).items()
+        if inspect.isfunction(value) and value.__module__ == releases.__name__
+        and not name.startswith('_') and name != 'build_release'
+    }
+    assert constructors == set(RELEASES)
+    for name, release in RELEASES.items():
+        constructor = getattr(resnest_mm, name)
+        assert constructor is getattr(releases, name)
+        assert constructor.__name__ == constructor.__qualname__ == name
+        assert constructor.__doc__.startswith(release.description)
         assert name in resnest_mm.__all__
+    assert str(inspect.signature(resnest_mm.resnest50)) == (
+        "(pretrained: bool = False, **kwargs: Any) -> 'ResNeSt'")
+    assert RELEASES['resnest101'].description == (
+        'ResNeSt-101: radix 2, 1 group of 64, stem 128 '
+        '(ImageNet top-1 82.83 at 256)')
 
 
-@pytest.mark.parametrize('name', FAST)
-def test_fast_release_offline_names_url_and_path(offline_hub, name):
+@pytest.mark.parametrize('name', RELEASES)
+def test_short_name_offline_names_url_and_path(offline_hub, name):
+    """Every record's name is a short name of ``resolve_checkpoint``."""
     file = os.path.basename(AUTHORS_URLS[name])
     url = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
            f'weights_step1/{file}')
     with pytest.raises(FileNotFoundError) as info:
-        weights.resolve_checkpoint(name)
+        resnest_mm.resolve_checkpoint(name)
     assert f'could not download {url}' in str(info.value)
     assert (f'put it at {offline_hub / file} (the torch hub cache'
             in str(info.value))
@@ -65,8 +83,8 @@ def test_pretrained_loads_the_release_file_from_the_hub_cache(
     sha256 = hashlib.sha256(saved.read_bytes()).hexdigest()[:8]
     saved.rename(offline_hub / f'{name}-{sha256}.pth')
     # A file with the published hash cannot be made: publish ours instead.
-    monkeypatch.setitem(weights.PUBLISHED, name,
-                        weights.RELEASE_URL.format(f'{name}-{sha256}'))
+    monkeypatch.setitem(RELEASES, name,
+                        dataclasses.replace(RELEASES[name], sha256=sha256))
 
     ours = resnest_mm.resnest50_fast_4s2x40d(
         pretrained=True, out_indices=(1, 3), frozen_stages=1).eval()

@@ -54,7 +54,7 @@ def assert_backbone_is_the_named_release(path, backbone):
     depth = int(path.name.split('_s')[1].split('-')[0])
     release = RELEASES[f'resnest{depth}']  # the weights it starts from
     assert backbone.type == 'ResNeSt' and backbone.depth == depth
-    assert backbone.stem_channels == release['stem_channels']
+    assert backbone.stem_channels == release.stem_channels
     # one source of weights: the authors' ImageNet release, by short name
     assert backbone.init_cfg == dict(
         type='Pretrained', checkpoint=f'resnest{depth}')

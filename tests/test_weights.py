@@ -23,10 +23,13 @@ from mmseg.models.backbones.resnest import ResNeSt as MMSegUpstream
 from resnest.torch import resnest
 from resnest.torch.resnet import Bottleneck, ResNet
 
-from resnest_mm import (CorruptCheckpointError, MMDetResNeSt, MMSegResNeSt,
-                        ResNeSt, weights)
+from resnest_mm import (RELEASES, CorruptCheckpointError, MMDetResNeSt,
+                        MMSegResNeSt, ResNeSt, convert_checkpoint,
+                        resolve_checkpoint)
+from resnest_mm.layouts import LAYOUTS
+from resnest_mm.releases import Release
 from resnest_mm.tooling.references import authors_layer4
-from resnest_mm.weights import load_pretrained
+from resnest_mm.weights import load_converted, load_pretrained
 from helpers import images, randomize_, rel_err, run, tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,16 @@ def mmpretrain_resnest():
             sys.modules[name] = package
     return importlib.import_module(
         'mmpretrain.models.backbones.resnest').ResNeSt
+
+
+def layout_name(prefix, scheme):
+    """The name of the layout record for key scheme ``scheme`` at ``prefix``.
+    """
+    [name] = [
+        layout.name for layout in LAYOUTS
+        if (layout.prefix, layout.scheme.name) == (prefix, scheme)
+    ]
+    return name
 
 
 def stage_outputs(model, x):
@@ -128,7 +141,7 @@ def ours_source(tmp_path, x):
         ResNeSt(depth=26, radix=4, groups=2, base_width=40, avd_first=True))
     path = tmp_path / 'resnest26.pth'
     torch.save(ours.state_dict(), path)
-    return (stage_outputs(ours, x), path, weights.LAYOUTS['', 'ours'][0],
+    return (stage_outputs(ours, x), path, layout_name('', 'ours'),
             ResNeSt(
                 depth=26, radix=4, groups=2, base_width=40,
                 avd_first=True), [])
@@ -179,8 +192,7 @@ def test_mmseg_segmentor_checkpoint_gives_the_backbone_in_our_keys():
     tensors are what matter."""
     segmentor, cfg = build_from_config(
         'mmseg', MMSEG_CONFIG, type=MMSegUpstream, depth=50)
-    converted = weights.convert_checkpoint(
-        mmengine_checkpoint(segmentor.state_dict()))
+    converted = convert_checkpoint(mmengine_checkpoint(segmentor.state_dict()))
     assert converted.layout == 'mmdet/mmseg model'
     assert {k.split('.')[0]
             for k in converted.dropped} == {'decode_head', 'auxiliary_head'}
@@ -192,7 +204,7 @@ def test_mmseg_segmentor_checkpoint_gives_the_backbone_in_our_keys():
         k: v
         for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')
     }
-    report = weights.load_converted(MMSegResNeSt(**kwargs), converted)
+    report = load_converted(MMSegResNeSt(**kwargs), converted)
     assert (report.architecture.name == 'ResNeSt-50'
             and report.architecture.stem_channels == 128)
     assert report.missing == [] and report.unexpected == []
@@ -284,8 +296,8 @@ def test_unknown_layout_lists_the_expected_ones(tmp_path):
     assert message.startswith(
         'unknown checkpoint layout '
         '(first keys: conv1.weight, layer1.0.conv2.weight)')
-    for name, keys in weights.LAYOUTS.values():
-        assert f'{name}: {keys}' in message
+    for layout in LAYOUTS:
+        assert f'{layout.name}: {layout.keys}' in message
 
 
 def test_missing_weights_are_named_and_refused(resnest14_file, tmp_path):
@@ -353,7 +365,7 @@ def test_short_name_offline_says_which_file_to_put_where(
     url = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
            f'weights_step1/{file}')
     with pytest.raises(FileNotFoundError) as info:
-        weights.resolve_checkpoint(name)
+        resolve_checkpoint(name)
     assert f'could not download {url}' in str(info.value)
     assert f'put it at {offline_hub / file} (the torch hub cache' in str(
         info.value)
@@ -363,8 +375,8 @@ def test_short_name_uses_the_cached_file_after_checking_its_hash(
         offline_hub, resnest14_file, monkeypatch):
     state_dict, path = resnest14_file
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
-    monkeypatch.setitem(weights.PUBLISHED, 'resnest14',
-                        f'https://example.org/resnest14-{sha256}.pth')
+    monkeypatch.setitem(RELEASES, 'resnest14', Release('resnest14', 14,
+                                                       sha256))
     offline_hub.mkdir(parents=True)
     cached = offline_hub / f'resnest14-{sha256}.pth'
     cached.write_bytes(path.read_bytes())
@@ -380,7 +392,7 @@ def test_short_name_uses_the_cached_file_after_checking_its_hash(
             RuntimeError,
             match=f'is not the published resnest14-{sha256}.pth: its '
             f'sha256 does not start with {sha256}. It is probably truncated'):
-        weights.resolve_checkpoint('resnest14')
+        resolve_checkpoint('resnest14')
 
 
 @pytest.fixture(scope='module')
@@ -478,7 +490,7 @@ def test_openmmlab_name_is_openmmlabs_file_offline_names_url_and_path(
            f'{OPENMMLAB_FILES[name]}')
     assert get_external_models()[name] == url
     with pytest.raises(FileNotFoundError) as info:
-        weights.resolve_checkpoint(scheme + name)
+        resolve_checkpoint(scheme + name)
     assert f'could not download {url}' in str(info.value)
     assert (f'put it at {offline_hub / OPENMMLAB_FILES[name]} '
             '(the torch hub cache' in str(info.value))
@@ -502,7 +514,7 @@ def test_openmmlab_file_in_the_cache_is_what_mmengine_reads_and_loads(
 
     ours = ResNeSt(depth=14, stem_channels=64)
     report = load_pretrained(ours, 'open-mmlab://resnest50')
-    assert report.layout == weights.LAYOUTS['', 'ours'][0]
+    assert report.layout == layout_name('', 'ours')
     assert report.missing == [] and report.unexpected == []
     assert_gives(ours, authors14)
 
@@ -516,10 +528,10 @@ def test_openmmlab_name_follows_mmengines_user_table(mmengine_home,
     (mmengine_home / 'mine.pth').write_bytes(path.read_bytes())
     (mmengine_home / 'open_mmlab.json').write_text(
         json.dumps({'resnest50': 'mine.pth'}))
-    assert weights.resolve_checkpoint('open-mmlab://resnest50') == str(
-        mmengine_home / 'mine.pth')
+    assert resolve_checkpoint('open-mmlab://resnest50') == str(mmengine_home /
+                                                               'mine.pth')
     with pytest.raises(FileNotFoundError, match='not in mmengine'):
-        weights.resolve_checkpoint('open-mmlab://resnest999')
+        resolve_checkpoint('open-mmlab://resnest999')
 
 
 # The authors' detectron2 names, from zhanghang1989/detectron2-ResNeSt:
@@ -592,7 +604,7 @@ def test_detectron2_layouts_load_to_the_authors_outputs(
     d2 = to_detectron2(authors14[0])
     if wrapped == 'backbone':
         d2 = {k: v for k, v in d2.items() if not k.startswith('linear.')}
-        checkpoint, layout = d2, weights.LAYOUTS['', 'detectron2'][0]
+        checkpoint, layout = d2, layout_name('', 'detectron2')
         dropped = []
     else:
         d2 = {f'backbone.bottom_up.{k}': v for k, v in d2.items()}
@@ -613,7 +625,7 @@ def test_detectron2_layouts_load_to_the_authors_outputs(
             ]
             d2 = dict(model=d2, iteration=90000)
         checkpoint = d2
-        layout = weights.LAYOUTS['backbone.bottom_up.', 'detectron2'][0]
+        layout = layout_name('backbone.bottom_up.', 'detectron2')
     path = tmp_path / 'resnest14_detectron.pth'
     torch.save(checkpoint, path)
     ours = ResNeSt(depth=14, stem_channels=64)
@@ -698,7 +710,7 @@ def test_safetensors_files_load_in_their_layout(tmp_path, layout, authors14):
     safetensors.torch.save_file(state_dict, str(path))
     ours = ResNeSt(depth=14, stem_channels=64)
     report = load_pretrained(ours, path)
-    assert report.layout == weights.LAYOUTS[layout][0]
+    assert report.layout == layout_name(*layout)
     assert report.missing == [] and report.unexpected == []
     assert_gives(ours, authors14)
 
@@ -728,7 +740,7 @@ def test_convert_weights_tool_reads_a_detectron2_safetensors_file(
             for k, v in to_detectron2(authors14[0]).items()
         }, str(src))
     out = run(tool('convert_weights.py') + [str(src), str(dst), '--verify'])
-    layout = weights.LAYOUTS['backbone.bottom_up.', 'detectron2'][0]
+    layout = layout_name('backbone.bottom_up.', 'detectron2')
     assert f'layout:     {layout}\n' in out
     assert 'verify:     skipped, no independent implementation' in out
     ours = ResNeSt(depth=14, stem_channels=64)

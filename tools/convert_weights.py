@@ -22,11 +22,12 @@ import sys
 
 import torch
 
-from resnest_mm import ResNeSt, load_checkpoint_safely
+from resnest_mm import (ResNeSt, convert_checkpoint, load_checkpoint_safely,
+                        resolve_checkpoint)
+from resnest_mm.architectures import read_architecture
+from resnest_mm.layouts import state_dict_of
 from resnest_mm.tooling.references import authors_layer4
-from resnest_mm.weights import (convert_checkpoint, key_summary,
-                                load_converted, read_architecture,
-                                resolve_checkpoint, state_dict_of)
+from resnest_mm.weights import key_summary, load_converted
 
 TOLERANCE = 1e-4  # fp32, relative to the largest output
 

@@ -30,6 +30,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt)
+from resnest_mm.downloads import download_checkpoint
 from resnest_mm.safe_load import route_mmengine_loading
 from resnest_mm.tooling.dataset_checks import check_datasets
 from resnest_mm.tooling.runner_setup import (add_common_args,
@@ -37,7 +38,6 @@ from resnest_mm.tooling.runner_setup import (add_common_args,
                                              parse_args, setup_distributed,
                                              task_of)
 from resnest_mm.tooling.tta import use_tta
-from resnest_mm.weights import download_checkpoint
 
 
 def get_args():

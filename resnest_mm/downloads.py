@@ -1,0 +1,112 @@
+"""Where a checkpoint comes from: a release's short name, an ``open-mmlab://``
+name, an http(s) URL or a path, made a local file.
+
+Downloads are cached where mmengine's are, so that either finds the other's
+files, and a release file's hash is checked on every use, not only on
+download, so that a truncated copy cannot load.
+"""
+import hashlib
+import os
+import urllib.parse
+
+import torch
+# _get_mmengine_home is private, but it is where load_from_openmmlab looks
+from mmengine.runner.checkpoint import (_get_mmengine_home,
+                                        get_deprecated_model_names,
+                                        get_external_models)
+
+from .releases import RELEASES
+
+# mmdet's and mmseg's ResNeSt configs name their ImageNet weights
+# open-mmlab://resnest50 (101, 200); mmengine maps these to OpenMMLab's own
+# files (``resnest50_d2-7497a55b.pth`` ...: the authors' weights in mmdet's
+# keys, under ``state_dict``), from which mmdet's published APs were trained.
+# They are resolved through mmengine's own tables, as its
+# ``load_from_openmmlab`` does.
+OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
+    """A local file for ``checkpoint``: a short name, an ``open-mmlab://``
+    name, an http(s) URL, or a path. Downloads go once into the torch hub
+    cache (``torch.hub.get_dir()/checkpoints``); offline, the error says
+    which file to put there."""
+    checkpoint = os.fspath(checkpoint)
+    if checkpoint in RELEASES:
+        release = RELEASES[checkpoint]
+        return _cached_download(release.url, release.sha256)
+    if checkpoint.startswith(OPENMMLAB_SCHEMES):
+        return _openmmlab_file(checkpoint)
+    if checkpoint.startswith(('http://', 'https://')):
+        return download_checkpoint(checkpoint)
+    if os.path.isfile(checkpoint):
+        return checkpoint
+    raise FileNotFoundError(
+        f'checkpoint {checkpoint!r} is not a file. Give the path of a '
+        f'checkpoint in any accepted layout, an http(s) URL, an '
+        f'open-mmlab:// name, or one of {sorted(RELEASES)}.')
+
+
+def download_checkpoint(url: str) -> str:
+    """The torch hub cache's copy of the file at ``url``, downloaded if
+    absent: where mmengine's ``load_from_http`` puts it."""
+    return _cached_download(url)
+
+
+def _openmmlab_file(checkpoint: str) -> str:
+    """The file mmengine's ``load_from_openmmlab`` reads for ``checkpoint``.
+
+    mmengine's tables give the URL (``mmengine/hub/openmmlab.json``, updated
+    by ``$MMENGINE_HOME/open_mmlab.json``, deprecated names renamed); a URL
+    is cached in the torch hub cache, anything else is a path under
+    mmengine's home. No hash is checked, as mmengine checks none.
+    """
+    name = checkpoint.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    urls = get_external_models()
+    if name not in urls:
+        raise FileNotFoundError(
+            f'{checkpoint} is not in mmengine\'s table of OpenMMLab weights '
+            f'(mmengine/hub/openmmlab.json); ResNeSt names there: '
+            f'{sorted(n for n in urls if n.startswith("resnest"))}.')
+    url = urls[name]
+    if url.startswith(('http://', 'https://')):
+        return download_checkpoint(url)
+    path = os.path.join(_get_mmengine_home(), url)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{checkpoint} is the file {path} (mmengine\'s home, set by '
+            f'$MMENGINE_HOME), which does not exist.')
+    return path
+
+
+def _cached_download(url: str, hash_prefix: str | None = None) -> str:
+    """The torch hub cache's copy of ``url``, downloaded if absent; its
+    sha256 must start with ``hash_prefix``, if given, on download and on
+    every use."""
+    filename = os.path.basename(urllib.parse.urlparse(url).path)
+    path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
+    if os.path.isfile(path):
+        if hash_prefix and not _sha256(path).startswith(hash_prefix):
+            raise RuntimeError(
+                f'{path} is not the published {filename}: its sha256 does not '
+                f'start with {hash_prefix}. It is probably truncated: delete '
+                f'it and download it again from {url}')
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, path, hash_prefix)
+    except OSError as err:  # no network, DNS, HTTP errors, timeouts
+        raise FileNotFoundError(
+            f'could not download {url} ({err}). Offline, download that file '
+            f'on another machine and put it at {path} (the torch hub cache, '
+            f'set by $TORCH_HOME); it is then used from there.') from err
+    return path
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
