@@ -24,9 +24,9 @@ from resnest.torch import resnest
 from resnest.torch.resnet import Bottleneck, ResNet
 
 from resnest_mm import (RELEASES, CorruptCheckpointError, MMDetResNeSt,
-                        MMSegResNeSt, ResNeSt, convert_checkpoint,
+                        MMSegResNeSt, ResNeSt, convert_checkpoint, layouts,
                         resolve_checkpoint)
-from resnest_mm.layouts import LAYOUTS
+from resnest_mm.layouts import AUTHORS, LAYOUTS, Layout
 from resnest_mm.releases import Release
 from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import load_converted, load_pretrained
@@ -418,6 +418,40 @@ def assert_gives(model, authors14):
     """``model``'s stage-4 output is the authors' network's."""
     _, x, expected = authors14
     assert rel_err(stage_outputs(model, x)[-1], expected) <= 1e-5
+
+
+def test_a_layout_record_is_all_that_detection_needs(monkeypatch, authors14):
+    """The authors' network saved from ``nn.DataParallel`` (keys under
+    ``module.``) fits no layout until its record is added; then it is found,
+    its classifier left out and its keys renamed, by that record alone."""
+    checkpoint = {f'module.{k}': v for k, v in authors14[0].items()}
+    with pytest.raises(ValueError, match='unknown checkpoint layout'):
+        convert_checkpoint(checkpoint)
+    data_parallel = Layout('module.', AUTHORS, 'authors, DataParallel',
+                           'module.conv1.0.weight')
+    monkeypatch.setattr(layouts, 'LAYOUTS', LAYOUTS + (data_parallel, ))
+    converted = convert_checkpoint(checkpoint)
+    assert (converted.layout, converted.prefix) == (data_parallel.name,
+                                                    'module.')
+    assert converted.dropped == ['module.fc.weight', 'module.fc.bias']
+    ours = ResNeSt(depth=14, stem_channels=64)
+    ours.load_state_dict(converted.state_dict)  # strict
+    assert_gives(ours, authors14)
+
+
+def test_a_key_scheme_elsewhere_is_named_by_where_it_sits(authors14):
+    """Off the records' prefixes, at a known prefix or at ``prefix``."""
+    state_dict = authors14[0]
+    moved = convert_checkpoint(
+        {f'backbone.{k}': v
+         for k, v in state_dict.items()})
+    assert moved.layout == "authors keys under 'backbone.'"
+    assert moved.state_dict.keys() == convert_checkpoint(
+        state_dict).state_dict.keys()
+    teacher = convert_checkpoint(
+        {f'teacher.{k}': v
+         for k, v in state_dict.items()}, prefix='teacher.')
+    assert teacher.layout == "authors keys under 'teacher.'"
 
 
 def test_convert_weights_tool_writes_our_layout_and_verifies(
