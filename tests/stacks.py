@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -69,6 +69,16 @@ STACKS = {
                       'onedl-mmsegmentation==1.4.2')),
     )
 }
+
+#: The frozen stack with mmdeploy 1.3.1 and the onnxruntime its custom ops
+#: library is built for (onnx and protobuf as mmdeploy pins them), for
+#: test_deploy.py. Apart from STACKS: test_stacks.py runs on every stack there.
+FROZEN_DEPLOY = replace(
+    STACKS['frozen'],
+    name='frozen-deploy',
+    packages=STACKS['frozen'].packages +
+    ('mmdeploy==1.3.1', 'onnxruntime==1.15.1', 'onnx==1.17.0',
+     'protobuf==3.20.2'))
 
 #: the file in each venv that holds its stack's constraints
 CONSTRAINTS = 'stack-constraints.txt'
@@ -256,6 +266,8 @@ def build(stack, path):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 3 or sys.argv[1] not in STACKS:
-        sys.exit(f'usage: python tests/stacks.py {{{",".join(STACKS)}}} DIR')
-    build(STACKS[sys.argv[1]], Path(sys.argv[2]))
+    buildable = {**STACKS, FROZEN_DEPLOY.name: FROZEN_DEPLOY}
+    if len(sys.argv) != 3 or sys.argv[1] not in buildable:
+        sys.exit(
+            f'usage: python tests/stacks.py {{{",".join(buildable)}}} DIR')
+    build(buildable[sys.argv[1]], Path(sys.argv[2]))
