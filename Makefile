@@ -19,7 +19,7 @@ test: setup
 	$(PY) -m pytest tests -m "not stacks"
 
 test-stacks: setup
-	$(PY) -m pytest tests/test_stacks.py -m stacks -v -s  # -s: the builds' progress
+	$(PY) -m pytest tests -m stacks -v -s  # test_stacks.py, test_deploy.py; -s: the builds' progress
 
 lint: setup
 	$(PY) -m flake8 $(LINTED)
