@@ -1,35 +1,50 @@
 """tools/benchmark.py end to end on a tiny input: what it reports, not how fast
 (no timing asserts)."""
+import inspect
 import json
 
 import pytest
 import torch
 
-from resnest_mm.tooling.benchmark.models import (NO_RECOMPUTE_SUFFIX,
+from resnest_mm.tooling.benchmark.models import (FUSED_SUFFIX,
+                                                 NO_RECOMPUTE_SUFFIX,
                                                  base_name, build_models,
                                                  check_same_function)
 from helpers import run, run_unchecked, tool
 
+#: torch >= 2.5: the exporter of tools/export_onnx.py, which --onnx uses
+DYNAMO_EXPORT = 'dynamo' in inspect.signature(torch.onnx.export).parameters
+
 
 def test_benchmark_reports_every_model_and_the_detector(tmp_path):
+    """With the conv-bn fused variants and, where torch exports with dynamo,
+    the ONNX Runtime section."""
     out = tmp_path / 'bench.json'
+    onnx = ['--onnx', '--onnx-size', '64'] if DYNAMO_EXPORT else []
     log = run(
         tool('benchmark.py') + [
             '--batch', '2', '--size', '64', '--warmup', '0', '--repeat', '1',
-            '--det-size', '64', '--json',
+            '--det-size', '64', '--fuse-conv-bn', '--json',
             str(out)
-        ])
+        ] + onnx)
     results = json.loads(out.read_text())
+    fused = {'ours' + FUSED_SUFFIX, 'upstream mmdet' + FUSED_SUFFIX}
     names = {'ours', 'upstream mmdet', 'authors', 'ResNet-50 (mmdet)'}
-    assert set(results['backbones']) == names
-    # the ResNeSts got the same weights and compute the same function
-    assert set(results['same_function']) == {'upstream mmdet', 'authors'}
+    assert set(results['backbones']) == names | fused
+    # the ResNeSts got the same weights and compute the same function; fused,
+    # up to rounding
+    assert set(
+        results['same_function']) == {'upstream mmdet', 'authors'} | fused
     assert all(err <= 1e-5 for err in results['same_function'].values())
     for name, r in results['backbones'].items():
         assert set(r['layouts']) == {'nchw', 'channels_last'}
-        assert r['infer_img_s'] > 0 and r['train_img_s'] > 0 and r[
-            'latency_ms'] > 0
-        assert r['train_peak_mib'] > 0  # measured in a child process on Linux
+        assert r['infer_img_s'] > 0 and r['latency_ms'] > 0
+        if name in fused:  # inference only: no BatchNorm left to train
+            assert r['train_img_s'] is None and r['train_peak_mib'] is None
+        else:
+            assert r['train_img_s'] > 0
+            # measured in a child process on Linux
+            assert r['train_peak_mib'] > 0
         assert r['infer_img_s'] == max(v['infer_img_s']
                                        for v in r['layouts'].values())
     # one architecture, the same multiply-adds (up to the pooling, counted
@@ -38,9 +53,22 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert gmacs['ours'] == pytest.approx(gmacs['upstream mmdet'], rel=1e-3)
     assert gmacs['ours'] == pytest.approx(gmacs['authors'], rel=1e-3)
     assert gmacs['ours'] > 1.2 * gmacs['ResNet-50 (mmdet)']
-    assert set(results['detector']) == {'ours', 'upstream mmdet'}
+    assert set(results['detector']) == {'ours', 'upstream mmdet'} | fused
+    assert all('train_step_s' not in results['detector'][n] for n in fused)
     assert results['matmul_peak_gflops'] > 0
     assert 'ratios are to upstream mmdet' in log
+    assert 'conv-bn fused / unfused inference time' in log
+    if DYNAMO_EXPORT:
+        assert 'detector is exported and timed up to its neck' in log
+        onnx = results['onnx']
+        assert len(onnx) == 2  # the segmentor, the detector to its neck
+        for what, upstream in zip(onnx, ('upstream mmseg', 'upstream mmdet')):
+            assert set(onnx[what]) == {'ours', upstream, 'ours/upstream'}
+            for r in (onnx[what]['ours'], onnx[what][upstream]):
+                assert r['ort_rel_err'] <= 1e-4  # the exporter's own check
+                assert r['ort_vs_eager'] > 0 and r['fused_vs_eager'] > 0
+                assert r['eager_layout'] in ('nchw', 'channels_last')
+            assert all(v > 0 for v in onnx[what]['ours/upstream'].values())
 
 
 def test_cpu_autocast_reports_the_backbones_and_leaves_the_detector_out(

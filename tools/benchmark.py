@@ -4,6 +4,7 @@ one process.
     python tools/benchmark.py [--depth 50] [--batch 8] [--size 224]
                               [--device cuda] [--amp [--amp-dtype bfloat16]]
                               [--with-cp] [--no-recompute] [--compile]
+                              [--fuse-conv-bn] [--onnx [--onnx-size 320]]
                               [--json results.json] [--no-detector]
     torchrun --nproc-per-node 2 tools/benchmark.py --device cuda --syncbn ...
 
@@ -18,6 +19,14 @@ same run. A Faster R-CNN S-50 FPN detector (our COCO config, random weights)
 is timed with our backbone and with upstream's, all else equal (not under
 autocast on the CPU, where mmcv's NMS takes float32 only).
 
+``--fuse-conv-bn`` adds ours and upstream with each BatchNorm folded into the
+conv before it (``mmcv.cnn.fuse_conv_bn``, what ``tools/test.py
+--fuse-conv-bn`` runs), timed in inference only, backbones and detector.
+``--onnx`` exports a DeepLabV3 S-50 segmentor (whole) and the Faster R-CNN
+S-50 FPN up to its neck (what ``tools/export_onnx.py`` exports of a detector)
+with each backbone, and times them in ONNX Runtime against PyTorch eager on
+the CPU, as ratios.
+
 ``--syncbn`` (under torchrun, on CUDA) turns every BatchNorm into
 SyncBatchNorm across the processes: on NCCL with a GPU per process, on gloo
 when several share one GPU (NCCL refuses that). Rank 0 reports.
@@ -27,6 +36,8 @@ process's resident set during the step (Linux), with glibc told to return
 freed tensors at once so that it tracks the tensors alive.
 """
 import argparse
+import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -42,7 +53,10 @@ from resnest_mm.tooling.benchmark.detector import (  # noqa: E402
     benchmark_detector)
 from resnest_mm.tooling.benchmark.measure import (  # noqa: E402
     machine, matmul_peak_gflops)
-from resnest_mm.tooling.benchmark.models import UPSTREAM_DEPTHS  # noqa: E402
+from resnest_mm.tooling.benchmark.models import (  # noqa: E402
+    FUSED_SUFFIX, UPSTREAM_DEPTHS)
+from resnest_mm.tooling.benchmark.onnx_runtime import (  # noqa: E402
+    benchmark_onnx, print_onnx)
 from resnest_mm.tooling.benchmark.report import print_table  # noqa: E402
 # isort: on
 
@@ -79,6 +93,19 @@ def parse_args():
         action='store_true',
         help='add ours and upstream under torch.compile (the warm-up runs '
         'include compiling)')
+    parser.add_argument(
+        '--fuse-conv-bn',
+        action='store_true',
+        help='add ours and upstream with the BatchNorms folded into the '
+        'convs (inference only)')
+    parser.add_argument(
+        '--onnx',
+        action='store_true',
+        help='time the exported segmentor and detector (to its neck) in '
+        'ONNX Runtime against PyTorch eager, on the CPU')
+    parser.add_argument(
+        '--onnx-size', type=int, default=320, help='--onnx image size')
+    parser.add_argument('--onnx-batch', type=int, default=1)
     parser.add_argument(
         '--syncbn',
         action='store_true',
@@ -117,6 +144,20 @@ def parse_args():
                      'torchrun --nproc-per-node 2 tools/benchmark.py '
                      "--device cuda --syncbn (torch's SyncBatchNorm runs on "
                      'GPUs only)')
+    if args.onnx:
+        missing = [
+            m for m in ('onnxruntime', 'onnxscript')
+            if importlib.util.find_spec(m) is None
+        ]
+        if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+            parser.error('--onnx exports as tools/export_onnx.py does, with '
+                         'torch.onnx.export(dynamo=True), which torch '
+                         f'{torch.__version__} lacks: it needs torch >= 2.5')
+        if missing:
+            parser.error(f"--onnx needs {' and '.join(missing)}: pip install "
+                         'onnx onnxruntime onnxscript')
+        if args.onnx_size < 32:
+            parser.error('--onnx-size must be at least 32')
     if args.compile and args.warmup < 1:
         parser.error('--compile needs --warmup >= 1 (compiling happens in '
                      'the first run and is not timed)')
@@ -179,6 +220,15 @@ def main():
               'ours/upstream train step time '
               f"{ours['train_step_s'] / upstream['train_step_s']:.2f}x, "
               f"inference time {ours['infer_s'] / upstream['infer_s']:.2f}x")
+        if args.fuse_conv_bn:
+            print('  conv-bn fused / unfused inference time: ' + ', '.join(
+                f'{name} '
+                f"{det[name + FUSED_SUFFIX]['infer_s'] / r['infer_s']:.2f}x"
+                for name, r in (('ours', ours), ('upstream mmdet', upstream))))
+    if args.onnx:
+        import export_onnx  # tools/, this script's folder
+        results['onnx'] = benchmark_onnx(args, export_onnx)
+        print_onnx(results['onnx'], args)
     if args.json and int(os.environ.get('RANK', 0)) == 0:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f'wrote {args.json}')

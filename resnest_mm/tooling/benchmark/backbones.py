@@ -9,7 +9,8 @@ import torch
 from mmengine.analysis import FlopAnalyzer
 
 from .measure import autocast, interleaved_times, peak_memory
-from .models import base_name, build_models, check_same_function
+from .models import (base_name, build_models, check_same_function,
+                     inference_only)
 from .report import best
 
 LAYOUTS = {
@@ -83,22 +84,26 @@ def measure_layout(models, args, device, layout):
     times = {}
     for metric, index, train in (('infer', 0, False), ('latency', 1, False),
                                  ('train', 2, True)):
-        for model in models.values():
-            model.train(train)
-        times[metric] = interleaved_times(
-            {n: s[index]
-             for n, s in steps.items()}, device, args.warmup, args.repeat)
+        timed = [n for n in models if not (train and inference_only(n))]
+        for name in timed:
+            models[name].train(train)
+        times[metric] = interleaved_times({n: steps[n][index]
+                                           for n in timed}, device,
+                                          args.warmup, args.repeat)
     results = {}
     for name, model in models.items():
-        model.zero_grad(set_to_none=True)
-        if device.type == 'cuda':
-            peak_mib = peak_memory(steps[name][2], device) / 2**20
+        train_img_s = peak_mib = None
+        if name in times['train']:
+            train_img_s = args.batch / times['train'][name]
             model.zero_grad(set_to_none=True)
-        else:
-            peak_mib = cpu_peak_memory_in_child(name, args, layout)
+            if device.type == 'cuda':
+                peak_mib = peak_memory(steps[name][2], device) / 2**20
+                model.zero_grad(set_to_none=True)
+            else:
+                peak_mib = cpu_peak_memory_in_child(name, args, layout)
         results[name] = dict(
             infer_img_s=args.batch / times['infer'][name],
-            train_img_s=args.batch / times['train'][name],
+            train_img_s=train_img_s,
             latency_ms=times['latency'][name] * 1e3,
             train_peak_mib=peak_mib)
         print(
@@ -126,7 +131,7 @@ def child_peak_memory(args):
 
 def benchmark_backbones(args, device):
     models = build_models(args.depth, args.with_cp, args.no_recompute,
-                          args.compile)
+                          args.compile, args.fuse_conv_bn)
     x = torch.randn(2, 3, 64, 64)
     same = check_same_function(models, x)
     # variants count as their model: a traced checkpoint fails

@@ -1,39 +1,31 @@
 """A Faster R-CNN S-50 FPN (our COCO config) with our backbone and with
 upstream's."""
 import copy
-from pathlib import Path
 
 import torch
 
 from .measure import autocast, interleaved_times, peak_memory
+from .models import (CONFIGS, FUSED_SUFFIX, build_with_backbone, fused,
+                     inference_only)
 
 DETECTOR_CONFIG = (
-    Path(__file__).parents[3] / 'configs/detection/'
-    'faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
-
-
-def build_detector(backbone):
-    """Faster R-CNN S-50 FPN from our COCO config, in a single process, with
-    ``backbone``'s ResNeSt."""
-    from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
-    from mmengine.model import revert_sync_batchnorm
-
-    from resnest_mm.tooling.runner_setup import build_model, load_config
-    cfg = load_config(str(DETECTOR_CONFIG))
-    detector = build_model(cfg)
-    if backbone == 'upstream mmdet':
-        kwargs = {k: v for k, v in cfg.model.backbone.items() if k != 'type'}
-        detector.backbone = revert_sync_batchnorm(UpstreamResNeSt(**kwargs))
-    return detector
+    CONFIGS /
+    'detection/faster-rcnn_s50_fpn_syncbn-backbone+head_ms-range-1x_coco.py')
 
 
 def benchmark_detector(args, device):
+    """Train-step and inference seconds of the detector with each backbone;
+    with ``args.fuse_conv_bn`` also the inference of both, fused."""
     from mmdet.testing import demo_mm_inputs
 
     torch.manual_seed(0)
-    detectors = {'ours': build_detector('ours')}
-    detectors['upstream mmdet'] = build_detector('upstream mmdet')
+    detectors = {'ours': build_with_backbone(DETECTOR_CONFIG)}
+    detectors['upstream mmdet'] = build_with_backbone(
+        DETECTOR_CONFIG, upstream=True)
     detectors['upstream mmdet'].load_state_dict(detectors['ours'].state_dict())
+    if args.fuse_conv_bn:
+        for name in list(detectors):
+            detectors[name + FUSED_SUFFIX] = fused(detectors[name])
     data = demo_mm_inputs(
         batch_size=args.det_batch,
         image_shapes=(3, args.det_size, args.det_size),
@@ -46,28 +38,32 @@ def benchmark_detector(args, device):
     times = {}
     for metric, index, train in (('train_step_s', 0, True), ('infer_s', 1,
                                                              False)):
-        for det in detectors.values():
-            det.train(train)
-        times[metric] = interleaved_times(
-            {n: s[index]
-             for n, s in steps.items()}, device, args.warmup, args.repeat)
+        timed = [n for n in detectors if not (train and inference_only(n))]
+        for name in timed:
+            detectors[name].train(train)
+        times[metric] = interleaved_times({n: steps[n][index]
+                                           for n in timed}, device,
+                                          args.warmup, args.repeat)
     report = {
-        name: {metric: times[metric][name]
-               for metric in times}
+        name: {
+            metric: times[metric][name]
+            for metric in times if name in times[metric]
+        }
         for name in detectors
     }
     if device.type == 'cuda':  # the CPU's needs a child process per model
         for name, det in detectors.items():
-            det.train()
-            report[name]['train_peak_mib'] = peak_memory(
-                steps[name][0], device) / 2**20
+            if not inference_only(name):
+                det.train()
+                report[name]['train_peak_mib'] = peak_memory(
+                    steps[name][0], device) / 2**20
     for name, r in report.items():
         print(
-            f"  Faster R-CNN, {name} backbone: "
-            f"train step {r['train_step_s']:.3f} s, "
-            f"inference {r['infer_s']:.3f} s" +
-            (f", train peak {r['train_peak_mib']:.0f} MiB"
-             if 'train_peak_mib' in r else ''),
+            f'  Faster R-CNN, {name} backbone: ' + ', '.join(
+                text.format(r[key]) for key, text in (
+                    ('train_step_s', 'train step {:.3f} s'),
+                    ('infer_s', 'inference {:.3f} s'),
+                    ('train_peak_mib', 'train peak {:.0f} MiB')) if key in r),
             flush=True)
     return report
 

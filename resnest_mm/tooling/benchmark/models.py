@@ -1,5 +1,8 @@
 """What the benchmark compares: ours, upstream mmdet's, the authors' and
 ResNet, same weights."""
+import copy
+from pathlib import Path
+
 import torch
 
 from resnest_mm import ResNeSt, convert_checkpoint
@@ -10,9 +13,12 @@ AUTHORS_DEPTHS = (50, 101, 200, 269)
 CP_SUFFIX = ' (with_cp)'
 NO_RECOMPUTE_SUFFIX = ' (recompute_activations=False)'
 COMPILED_SUFFIX = ' (compiled)'
-VARIANT_SUFFIXES = (CP_SUFFIX, NO_RECOMPUTE_SUFFIX, COMPILED_SUFFIX)
+FUSED_SUFFIX = ' (conv-bn fused)'
+VARIANT_SUFFIXES = (CP_SUFFIX, NO_RECOMPUTE_SUFFIX, COMPILED_SUFFIX,
+                    FUSED_SUFFIX)
 UPSTREAM_DEPTHS = (50, 101, 152, 200)  # mmdet's ResNeSt has no 14, 26 or 269
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
+CONFIGS = Path(__file__).parents[3] / 'configs'
 
 
 class AuthorsBackbone(torch.nn.Module):
@@ -36,12 +42,33 @@ def base_name(name):
     return name
 
 
-def build_models(depth, with_cp=False, no_recompute=False, compile=False):
+def inference_only(name):
+    """Whether model ``name`` is timed in inference only: a fused model has
+    no BatchNorm left to train."""
+    return name.endswith(FUSED_SUFFIX)
+
+
+def fused(model):
+    """A copy of ``model`` in eval mode with each BatchNorm folded into the
+    conv before it (``mmcv.cnn.fuse_conv_bn``)."""
+    from mmcv.cnn import fuse_conv_bn
+    model = copy.deepcopy(model)
+    model.eval()  # upstream's eval() returns None, so not chained
+    return fuse_conv_bn(model)
+
+
+def build_models(depth,
+                 with_cp=False,
+                 no_recompute=False,
+                 compile=False,
+                 fuse_conv_bn=False):
     """``{name: backbone}``; every ResNeSt holds the same weights.
 
     ``with_cp`` adds ours and upstream with gradient checkpointing per block,
     ``no_recompute`` ours without its memory-saving path, ``compile`` ours
-    and upstream under ``torch.compile`` (default inductor settings).
+    and upstream under ``torch.compile`` (default inductor settings),
+    ``fuse_conv_bn`` ours and upstream with the BatchNorms folded into the
+    convs (inference only).
     """
     from mmdet.models.backbones import ResNeSt as UpstreamResNeSt
     from mmdet.models.backbones import ResNet
@@ -76,6 +103,9 @@ def build_models(depth, with_cp=False, no_recompute=False, compile=False):
             twin = type(models[name])(depth=depth, stem_channels=stem)
             twin.load_state_dict(ours.state_dict())
             models[name + COMPILED_SUFFIX] = torch.compile(twin)
+    if fuse_conv_bn:
+        for name in ('ours', 'upstream mmdet'):
+            models[name + FUSED_SUFFIX] = fused(models[name])
     resnet_depth = depth if depth in RESNET_DEPTHS else 50
     models[f'ResNet-{resnet_depth} (mmdet)'] = ResNet(depth=resnet_depth)
     return models
@@ -87,10 +117,12 @@ def last_output(out):
 
 def check_same_function(models, x):
     """Largest relative difference of each ResNeSt's last stage from ours
-    (eval, fp32); variants of one model compute its function."""
+    (eval, fp32); variants of one model compute its function, except that
+    fused ones round differently, so they are compared too."""
     outputs = {}
     for name, model in models.items():
-        if 'ResNet' not in name and base_name(name) == name:
+        if 'ResNet' not in name and (base_name(name) == name
+                                     or inference_only(name)):
             model.eval()  # upstream's eval() returns None, so not chained
             with torch.no_grad():
                 outputs[name] = last_output(model(x))
@@ -99,3 +131,23 @@ def check_same_function(models, x):
         name: ((out - ref).norm() / ref.norm()).item()
         for name, out in outputs.items()
     }
+
+
+def build_with_backbone(config, upstream=False):
+    """``config``'s model for one process, weights as constructed; with
+    ``upstream``, the ResNeSt of the config's package (mmdet's or mmseg's)
+    built from the same backbone arguments instead of ours."""
+    from mmengine.model import revert_sync_batchnorm
+
+    from resnest_mm.tooling.runner_setup import (build_model, load_config,
+                                                 task_of)
+    cfg = load_config(str(config))
+    model = build_model(cfg)
+    if upstream:
+        if task_of(cfg) == 'detection':
+            from mmdet.models.backbones import ResNeSt
+        else:
+            from mmseg.models.backbones import ResNeSt
+        kwargs = {k: v for k, v in cfg.model.backbone.items() if k != 'type'}
+        model.backbone = revert_sync_batchnorm(ResNeSt(**kwargs))
+    return model

@@ -16,7 +16,8 @@ def ratio(a, b):
 
 def print_table(report, peak, args):
     up = report['upstream mmdet']
-    head = (f"{'model':24s} {'GMACs':>6s} {'infer img/s':>16s} "
+    width = max(24, *map(len, report))
+    head = (f"{'model':{width}s} {'GMACs':>6s} {'infer img/s':>16s} "
             f"{'train img/s':>16s} {'b1 latency ms':>18s} "
             f"{'train peak MiB':>18s} {'GFLOP/s infer':>14s} "
             f"{'img/s x GMACs':>14s}")
@@ -34,8 +35,8 @@ def print_table(report, peak, args):
                 fmt.format(r[key]) + f' {rel:4.2f}x' +
                 (' cl' if r[key + '_layout'] == 'channels_last' else '   '))
         achieved = 2 * r['gmacs'] * r['infer_img_s']
-        print(f"{name:24s} {r['gmacs']:6.2f} {cells[0]:>16s} {cells[1]:>16s} "
-              f"{cells[2]:>18s} {cells[3]:>18s} "
+        print(f"{name:{width}s} {r['gmacs']:6.2f} {cells[0]:>16s} "
+              f"{cells[1]:>16s} {cells[2]:>18s} {cells[3]:>18s} "
               f"{achieved:6.0f} ({achieved / peak:3.0%}) "
               f"{r['infer_img_s'] * r['gmacs']:8.1f}")
     print('(ratios are to upstream mmdet; "cl" marks channels_last as the '
