@@ -14,6 +14,7 @@ to 3.5 minutes once mmcv's wheel is cached (tests/stacks.py), the rest about
 as long. The tests of bad input need no stack.
 """
 import re
+import runpy
 import shutil
 import sys
 
@@ -153,9 +154,12 @@ def test_segmentor_logits_in_onnx_runtime_match_mmseg(deployed):
         r'\|logit\| ([\d.e+-]+); label maps at the input size agree on '
         r'([\d.]+)%', out)
     height, width, rel, same = found.groups()
-    assert (height, width) == ('128', '128')  # the test pipeline's size
+    assert (height, width) == ('128', '192')  # the test pipeline's size
     assert float(rel) <= 1e-4 and float(same) > 99
-    assert 'label maps at the original size (256, 256)' in out
+    assert re.search(
+        r'label maps at the original size \(200, 300\): '
+        r"mmdeploy's \(nearest\) and mmseg's \(bilinear logits\) agree on "
+        r'[\d.]+% of pixels', out)
     assert 'OK: ' in out
 
 
@@ -209,7 +213,35 @@ def test_disagreement_beyond_the_tolerance_fails(stack, deployed):
         r'largest logit > 0e\+00', proc.stderr), proc.stderr[-3000:]
 
 
-# What follows fails before anything is exported, in this process's venv.
+# What follows needs no stack: this process's venv.
+def test_detections_match_one_to_one_by_iou_within_a_class():
+    deploy = runpy.run_path(str(ROOT / 'tools/deploy.py'), run_name='deploy')
+    boxes = torch.tensor([
+        [10., 10., 50., 50., 0.9],
+        [128., 80., 128., 110., 0.8],  # clipped to zero width at the border
+        [12., 10., 50., 50., 0.7],
+        [0., 0., 20., 20., 0.6],
+    ])
+    labels = torch.tensor([0, 1, 0, 2])
+    shifted = boxes + torch.tensor([0., 0., 0., 0., 1e-4])
+    shifted[0, 0] += 0.1
+    ious, diffs, a_only, b_only = deploy['match_detections'](
+        (boxes, labels), (shifted[[2, 1, 0]], labels[[2, 1, 0]]))
+    assert len(ious) == 3 and ious.min() > 0.99
+    assert torch.allclose(diffs, torch.full((3, ), 1e-4), atol=1e-6)
+    assert torch.equal(a_only, boxes[3:, 4]) and len(b_only) == 0
+    # another class overlaps but does not match
+    ious, _, a_only, b_only = deploy['match_detections'](
+        (boxes[3:], labels[3:]), (boxes[3:], torch.tensor([0])))
+    assert len(ious) == 0 and len(a_only) == len(b_only) == 1
+    # unmatched: at the other side's lowest kept score is the cut-off's doing
+    above = deploy['above_cut_off']
+    kept = torch.tensor([0.9, 0.5])
+    assert above(torch.tensor([0.5005, 0.6]), kept, 1e-3) == 1
+    assert above(torch.tensor([0.5]), torch.tensor([]), 1e-3) == 1
+
+
+# What follows fails before anything is exported.
 def _inputs(tmp_path):
     """A detection config, and stand-ins for a checkpoint and an image."""
     (tmp_path / 'ckpt.pth').write_bytes(b'')

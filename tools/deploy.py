@@ -24,6 +24,7 @@ Needs mmdeploy 1.3.1 with the onnxruntime its custom ops are built for; see
 docs/deploy.md.
 """
 import argparse
+import copy
 import os.path as osp
 import sys
 from pathlib import Path
@@ -117,12 +118,14 @@ def match_detections(a, b):
 
     Each is ``(dets (n, 5), labels (n,))``. Returns the matched pairs' IoUs
     and |score differences|, and the scores of the unmatched on each side.
+    IoUs count a box's edges as pixels (mmcv's ``offset=1``): boxes clipped
+    to a zero width at the image's border, the same on both sides, match.
     """
-    from mmdet.structures.bbox import bbox_overlaps
+    from mmcv.ops import bbox_overlaps
     from scipy.optimize import linear_sum_assignment
 
     (a, a_labels), (b, b_labels) = a, b
-    iou = bbox_overlaps(a[:, :4], b[:, :4])
+    iou = bbox_overlaps(a[:, :4], b[:, :4], offset=1)
     iou[a_labels[:, None] != b_labels[None, :]] = 0
     rows, cols = linear_sum_assignment(iou.numpy(), maximize=True)
     matched = (iou[rows, cols] > 0).numpy()
@@ -210,10 +213,12 @@ def compare_segmentation(backend_model, torch_model, data, inputs, deploy_cfg,
         f'{same.item():.4%} of pixels')
     # at the original size: mmdeploy's packing resizes the label map by
     # nearest neighbour, mmseg's the logits bilinearly
-    deployed = backend_model.pack_result(ort_logits, data['data_samples'])
+    # (both write into the data samples they are given: copies)
+    deployed = backend_model.pack_result(ort_logits,
+                                         copy.deepcopy(data['data_samples']))
     with torch.no_grad():
-        mmseg = torch_model.postprocess_result(torch_logits,
-                                               data['data_samples'])
+        mmseg = torch_model.postprocess_result(
+            torch_logits, copy.deepcopy(data['data_samples']))
     agree = torch.cat([(a.pred_sem_seg.data == b.pred_sem_seg.data).flatten()
                        for a, b in zip(deployed, mmseg)]).float().mean()
     log(f'label maps at the original size {tuple(mmseg[0].ori_shape)}: '
