@@ -73,9 +73,10 @@ def _configs(stack):
     make_coco_shapes(coco, num_train=4, num_val=2, image_size=(64, 64))
     make_ade20k_scenes(
         tmp / 'ade', num_train=4, num_val=2, image_size=(64, 64))
-    # at twice the network's input: mmdeploy's label map is resized up
+    # larger than the network's input, at another ratio: the label maps
+    # are resized up, mmdeploy's by nearest neighbour
     make_ade20k_scenes(
-        tmp / 'big', num_train=1, num_val=1, image_size=(256, 256))
+        tmp / 'big', num_train=1, num_val=1, image_size=(300, 200))
     seg = tmp / 'tiny_deeplabv3.py'
     seg.write_text(
         TINY_SEGMENTATION.format(

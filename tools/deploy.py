@@ -14,8 +14,9 @@ PyTorch on IMAGE, preprocessed once by mmdeploy's pipeline for both:
 - detection: against the forward mmdeploy exported, i.e. the PyTorch model
   under mmdeploy's rewriters, whose post-processing is not mmdet's
   (docs/deploy.md). Detections are matched one to one by IoU within a class;
-  the tool fails when one is unmatched, a matched IoU is below ``--iou-tol``
-  or a score differs by more than ``--score-tol``;
+  the tool fails when a matched IoU is below ``--iou-tol``, a matched score
+  differs by more than ``--score-tol``, or one is unmatched and scores above
+  all the other side kept (not a mere cut-off of ``keep_top_k``);
 - segmentation: against mmseg's own logits at the network's input size; it
   fails when the largest difference exceeds ``--logits-tol`` times the
   largest logit. The label maps at the original size are reported too.
