@@ -1,22 +1,24 @@
 """The ResNeSt backbone for mmdet and mmseg."""
 import math
 import warnings
-from contextlib import nullcontext
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, PretrainedInit, Sequential
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch import Tensor
 
 from .architectures import STAGE_BLOCKS
+from .arguments import ConfigError, check_arguments
 from .bottleneck import ResNeStBottleneck
-from .recomputed_ops import RecomputedActivations, max_pool, norm_relu, tracing
+from .ops import BatchNormBase, MaxPool2d, memory_saving, norm_act
+from .stem import DeepStem
 from .weights import load_pretrained
 
 
 @torch.fx.wrap
-def _check_input(x, in_channels):
+def _check_input(x: Tensor, in_channels: int) -> Tensor:
     """Raise early on an input that is not ``(N, in_channels, H, W)``.
 
     Skipped under ``torch.jit.trace`` and ONNX export, which would record the
@@ -50,13 +52,8 @@ class ResNeSt(BaseModule):
     ``H_i = ceil(H / s_i)`` with ``s_i = 4 * prod(strides[:i + 1])``; e.g.
     for 225x223 and the default strides, the stages give 57x56, 29x28, 15x14
     and 8x7.
-
-    ``out_channels`` and ``out_strides`` give, per output (in the order
-    ``forward`` returns them: stage order), its channels and its stride
-    ``s_i`` (dilation keeps it, so OS8/OS16 settings report 8 or 16), e.g.
-    ``(256, 512, 1024, 2048)`` and ``(4, 8, 16, 32)``. A neck can be sized
-    from them before any forward, as with detectron2's ``output_shape()``
-    or timm's ``feature_info``, without mmdet or mmseg.
+    ``out_channels`` and ``out_strides`` size a neck before any forward, as
+    detectron2's ``output_shape()`` and timm's ``feature_info`` do.
 
     Args:
         groups (int): Cardinality of the split-attention conv. Default: 1.
@@ -90,10 +87,7 @@ class ResNeSt(BaseModule):
             Default: False (mmdet's registry entry defaults to True, as
             mmdet's ResNet does).
         dcn (dict, optional): Deformable conv config for the split conv, e.g.
-            ``dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)``
-            (DCNv2, Zhu et al. 2019, as in the authors' strongest detector);
-            its offset convs add ``conv2.conv.conv_offset.*`` keys, as
-            upstream.
+            ``dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)``.
         stage_with_dcn (Sequence[bool]): Stages that use ``dcn``, e.g.
             ``(False, True, True, True)``.
         plugins (list[dict], optional): mmcv plugins, each with ``cfg``,
@@ -107,30 +101,19 @@ class ResNeSt(BaseModule):
             start as identities. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Initialisation config.
-        drop_path_rate (float): Stochastic depth (Huang et al. 2016): each
-            block drops its residual branch per sample with a rate rising
-            linearly over the network's blocks from 0 to ``drop_path_rate``
-            (timm's rule), scaling kept branches by ``1 / (1 - rate)``.
-            In [0, 1). Default: 0.
+        drop_path_rate (float): Stochastic depth (Huang et al. 2016), the
+            rate rising linearly over the blocks (timm's rule). Default: 0.
         dropblock_prob (float): DropBlock (Ghiasi et al. 2018, block size 3)
             in stages 3 and 4, where the authors' code puts it: after
             ``norm1``, the split-attention ``norm0`` and ``norm3`` of each
             block. Needs ``num_stages >= 3``. In [0, 1). Default: 0.
         recompute_activations (bool): The memory-saving training path
-            (:mod:`resnest_mm.recomputed_ops`): every conv-BN-ReLU keeps the
-            BN input and batch statistics instead of its output, and the
-            split-attention's splits and weighted sum are rebuilt in
-            backward. It acts in training with gradients, in eager mode, on
-            ``BatchNorm2d`` and ``SyncBatchNorm`` (across processes where
-            torch's runs: CUDA, XPU), in float32 or float64 and under
-            ``torch.autocast``; elsewhere (GN, DropBlock,
-            ``torch.compile``, tracing) the plain path runs.
-            Outputs and gradients are the same either way; False always takes
-            the plain path. Default: True.
+            (:mod:`resnest_mm.ops`): norm-ReLU outputs and the splits are
+            rebuilt in backward, not stored. Same outputs and gradients;
+            it acts only where it fits (eager training, BatchNorm or
+            SyncBatchNorm, ReLU) and has checked itself. Default: True.
 
-    Both regularisers act in training only (not in stages frozen by
-    ``frozen_stages``, which stay in eval mode) and, at 0, build no module:
-    the module tree, state_dict and outputs are then those without them.
+    Both regularisers act in training only and build no module at 0.
     """
 
     arch_settings = {
@@ -139,67 +122,45 @@ class ResNeSt(BaseModule):
     }
 
     def __init__(self,
-                 groups=1,
-                 base_width=4,
-                 radix=2,
-                 reduction_factor=4,
-                 avg_down_stride=True,
+                 groups: int = 1,
+                 base_width: int = 4,
+                 radix: int = 2,
+                 reduction_factor: int = 4,
+                 avg_down_stride: bool = True,
                  *,
-                 depth,
-                 avd_first=False,
-                 in_channels=3,
-                 stem_channels=None,
-                 base_channels=64,
-                 num_stages=4,
-                 strides=(1, 2, 2, 2),
-                 dilations=(1, 1, 1, 1),
-                 out_indices=(0, 1, 2, 3),
-                 style='pytorch',
-                 deep_stem=True,
-                 avg_down=True,
-                 frozen_stages=-1,
-                 conv_cfg=None,
-                 norm_cfg=dict(type='BN', requires_grad=True),
-                 norm_eval=False,
-                 dcn=None,
-                 stage_with_dcn=(False, False, False, False),
-                 plugins=None,
-                 multi_grid=None,
-                 contract_dilation=False,
-                 with_cp=False,
-                 zero_init_residual=True,
-                 pretrained=None,
-                 init_cfg=None,
-                 drop_path_rate=0.,
-                 dropblock_prob=0.,
-                 recompute_activations=True):
+                 depth: int,
+                 avd_first: bool = False,
+                 in_channels: int = 3,
+                 stem_channels: Optional[int] = None,
+                 base_channels: int = 64,
+                 num_stages: int = 4,
+                 strides: Sequence[int] = (1, 2, 2, 2),
+                 dilations: Sequence[int] = (1, 1, 1, 1),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 style: str = 'pytorch',
+                 deep_stem: bool = True,
+                 avg_down: bool = True,
+                 frozen_stages: int = -1,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 norm_eval: bool = False,
+                 dcn: Optional[dict] = None,
+                 stage_with_dcn: Sequence[bool] = (False, False, False, False),
+                 plugins: Optional[List[dict]] = None,
+                 multi_grid: Optional[Sequence[int]] = None,
+                 contract_dilation: bool = False,
+                 with_cp: bool = False,
+                 zero_init_residual: bool = True,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 drop_path_rate: float = 0.,
+                 dropblock_prob: float = 0.,
+                 recompute_activations: bool = True):
         super().__init__(init_cfg)
         if stem_channels is None:
             stem_channels = base_channels
-        if depth not in self.arch_settings:
-            raise ValueError(f'invalid ResNeSt depth {depth}; valid depths: '
-                             f'{sorted(self.arch_settings)}')
-        if not 1 <= num_stages <= 4:
-            raise ValueError(f'num_stages must be 1..4, got {num_stages}')
-        _check_arguments(
-            radix=radix,
-            groups=groups,
-            num_stages=num_stages,
-            strides=strides,
-            dilations=dilations,
-            out_indices=out_indices,
-            style=style,
-            frozen_stages=frozen_stages,
-            deep_stem=deep_stem,
-            stem_channels=stem_channels,
-            dcn=dcn,
-            stage_with_dcn=stage_with_dcn,
-            multi_grid=multi_grid,
-            last_stage_blocks=self.arch_settings[depth][1][num_stages - 1],
-            drop_path_rate=drop_path_rate,
-            dropblock_prob=dropblock_prob)
         if init_cfg and pretrained:
-            raise ValueError(
+            raise ConfigError(
                 'init_cfg and pretrained cannot be set at the same time; '
                 'use init_cfg=dict(type="Pretrained", checkpoint=...)')
         block_init_cfg = None
@@ -220,7 +181,6 @@ class ResNeSt(BaseModule):
                 block_init_cfg = dict(
                     type='Constant', val=0, override=dict(name='norm3'))
 
-        self.pretrained = pretrained
         self.zero_init_residual = zero_init_residual
         self.groups = groups
         self.base_width = base_width
@@ -244,7 +204,6 @@ class ResNeSt(BaseModule):
         self.norm_cfg = norm_cfg
         self.norm_eval = norm_eval
         self.with_cp = with_cp
-        self.dcn = dcn
         self.stage_with_dcn = stage_with_dcn
         self.plugins = plugins
         self.multi_grid = multi_grid
@@ -252,6 +211,7 @@ class ResNeSt(BaseModule):
         self.drop_path_rate = drop_path_rate
         self.dropblock_prob = dropblock_prob
         self.recompute_activations = recompute_activations
+        check_arguments(self, dcn)
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
 
@@ -286,24 +246,27 @@ class ResNeSt(BaseModule):
             self.res_layers.append(layer_name)
 
         self._freeze_stages()
-        self.feat_dim = self.block.expansion * base_channels * 2**(
-            len(self.stage_blocks) - 1)
 
-    def make_stage_plugins(self, plugins, stage_idx):
+    def make_stage_plugins(self, plugins: List[dict],
+                           stage_idx: int) -> List[dict]:
         """The plugin configs (without ``stages``) that apply to one stage."""
         stage_plugins = []
         for plugin in plugins:
             plugin = dict(plugin)
             stages = plugin.pop('stages', None)
             if stages is not None and len(stages) != self.num_stages:
-                raise ValueError(f'plugin stages {stages} must have one entry '
-                                 f'per stage ({self.num_stages})')
+                raise ConfigError(
+                    f'plugin stages {stages} must have one entry '
+                    f'per stage ({self.num_stages})')
             if stages is None or stages[stage_idx]:
                 stage_plugins.append(plugin)
         return stage_plugins
 
-    def make_res_layer(self, inplanes, planes, num_blocks, stride, dilation,
-                       multi_grid, drop_path_rates, **block_kwargs):
+    def make_res_layer(self, inplanes: int, planes: int, num_blocks: int,
+                       stride: int, dilation: int,
+                       multi_grid: Optional[Sequence[int]],
+                       drop_path_rates: Sequence[float],
+                       **block_kwargs) -> Sequential:
         """One stage: ``num_blocks`` bottlenecks, the first with the stride and
         shortcut.
 
@@ -368,7 +331,6 @@ class ResNeSt(BaseModule):
                     avg_down_stride=self.avg_down_stride,
                     avd_first=self.avd_first,
                     drop_path_rate=drop_path_rate,
-                    recompute_activations=self.recompute_activations,
                     **block_kwargs))
         return Sequential(*blocks)
 
@@ -379,17 +341,16 @@ class ResNeSt(BaseModule):
         ]
 
     @property
-    def out_channels(self):
+    def out_channels(self) -> Tuple[int, ...]:
         """tuple[int]: each output's channels, ``4 * base_channels * 2**i``."""
         return tuple(self.block.expansion * self.base_channels * 2**i
                      for i in self._out_stages())
 
     @property
-    def out_strides(self):
-        """tuple[int]: input-to-output size ratio of each output.
-
-        4 for the stem, times each stage's stride; dilated stages keep it.
-        """
+    def out_strides(self) -> Tuple[int, ...]:
+        """tuple[int]: input-to-output size ratio of each output, e.g.
+        ``(4, 8, 16, 32)``: 4 for the stem, times each stage's stride; dilated
+        stages keep it (OS8 settings report 8)."""
         strides = [
             4 * math.prod(self.strides[:i + 1])
             for i in range(len(self.res_layers))
@@ -397,31 +358,14 @@ class ResNeSt(BaseModule):
         return tuple(strides[i] for i in self._out_stages())
 
     @property
-    def norm1(self):
+    def norm1(self) -> nn.Module:
         """nn.Module: the stem norm when ``deep_stem=False``."""
         return getattr(self, self.norm1_name)
 
-    def _make_stem_layer(self, in_channels, stem_channels):
+    def _make_stem_layer(self, in_channels: int, stem_channels: int):
         if self.deep_stem:
-            half = stem_channels // 2
-
-            def conv_bn_relu(cin, cout, stride):
-                return [
-                    build_conv_layer(
-                        self.conv_cfg,
-                        cin,
-                        cout,
-                        3,
-                        stride=stride,
-                        padding=1,
-                        bias=False),
-                    build_norm_layer(self.norm_cfg, cout)[1],
-                    nn.ReLU(inplace=True)
-                ]
-
-            self.stem = nn.Sequential(*conv_bn_relu(in_channels, half, 2),
-                                      *conv_bn_relu(half, half, 1),
-                                      *conv_bn_relu(half, stem_channels, 1))
+            self.stem = DeepStem(in_channels, stem_channels, self.conv_cfg,
+                                 self.norm_cfg)
         else:
             self.conv1 = build_conv_layer(
                 self.conv_cfg,
@@ -435,19 +379,13 @@ class ResNeSt(BaseModule):
                 self.norm_cfg, stem_channels, postfix=1)
             self.add_module(self.norm1_name, norm1)
             self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def init_weights(self):
-        """Initialise as ``init_cfg`` says; ``Pretrained`` loads through
-        :mod:`resnest_mm.weights`.
-
-        mmengine's ``PretrainedInit`` loads with ``strict=False`` and only logs
-        mismatched keys, so weights in another layout would leave the backbone
-        at its random initialisation.
-        :func:`~resnest_mm.weights.load_pretrained` converts any known layout,
-        checks the architecture and refuses missing weights. Other entries
-        (e.g. ``Kaiming``) still run first.
-        """
+        """Initialise as ``init_cfg`` says, ``Pretrained`` through
+        :func:`~resnest_mm.weights.load_pretrained`, which converts any known
+        layout and refuses missing weights (mmengine's ``PretrainedInit``
+        loads with ``strict=False`` and only logs them)."""
         cfgs = self.init_cfg if isinstance(self.init_cfg,
                                            list) else [self.init_cfg]
         pretrained = [
@@ -482,26 +420,17 @@ class ResNeSt(BaseModule):
                 for param in m.parameters():
                     param.requires_grad = False
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage
         outputs."""
         x = _check_input(x, self.in_channels)
-        recompute = self.recompute_activations
-        rebuild = (
-            recompute and self.training and torch.is_grad_enabled()
-            and not tracing(x))
-        with RecomputedActivations() if rebuild else nullcontext():
-            if self.deep_stem:  # (conv, norm, relu) x 3
-                for i in range(0, len(self.stem), 3):
-                    x, _ = norm_relu(
-                        self.stem[i](x),
-                        self.stem[i + 1],
-                        self.stem[i + 2],
-                        recompute=recompute)
+        # the one place that decides whether the memory-saving path acts
+        with memory_saving(x, self.recompute_activations and self.training):
+            if self.deep_stem:
+                x = self.stem(x)
             else:
-                x, _ = norm_relu(
-                    self.conv1(x), self.norm1, self.relu, recompute=recompute)
-            x = max_pool(x, self.maxpool, recompute=rebuild)
+                x = norm_act(self.conv1(x), self.norm1, self.relu)
+            x = self.maxpool(x)
             outs = []
             for i, layer_name in enumerate(self.res_layers):
                 x = getattr(self, layer_name)(x)
@@ -509,59 +438,13 @@ class ResNeSt(BaseModule):
                     outs.append(x)
         return tuple(outs)
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> 'ResNeSt':
         """Set train mode, keeping frozen stages (and BN with ``norm_eval``) in
         eval mode."""
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
             for m in self.modules():
-                if isinstance(m, _BatchNorm):
+                if isinstance(m, BatchNormBase):
                     m.eval()
         return self
-
-
-def _check_arguments(*, radix, groups, num_stages, strides, dilations,
-                     out_indices, style, frozen_stages, deep_stem,
-                     stem_channels, dcn, stage_with_dcn, multi_grid,
-                     last_stage_blocks, drop_path_rate, dropblock_prob):
-    """Reject a bad configuration at construction, naming the valid values."""
-    errors = []
-    if radix < 1:
-        errors.append(f'radix must be >= 1 (1 = sigmoid gate), got {radix}')
-    if groups < 1:
-        errors.append(f'groups must be >= 1, got {groups}')
-    if len(strides) != num_stages or len(dilations) != num_stages:
-        errors.append(
-            f'strides {tuple(strides)} and dilations {tuple(dilations)} must '
-            f'each have num_stages={num_stages} entries')
-    valid_indices = tuple(range(num_stages))
-    if not out_indices or any(i not in valid_indices for i in out_indices):
-        errors.append(f'out_indices {tuple(out_indices)} must be a non-empty '
-                      f'subset of {valid_indices} (num_stages={num_stages})')
-    if style not in ('pytorch', 'caffe'):
-        errors.append(f"style must be 'pytorch' or 'caffe', got {style!r}")
-    if not -1 <= frozen_stages <= num_stages:
-        errors.append(
-            f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
-    if deep_stem and stem_channels % 2:
-        errors.append(
-            f'stem_channels must be even with deep_stem, got {stem_channels}')
-    if dcn is not None and len(stage_with_dcn) != num_stages:
-        errors.append(f'stage_with_dcn {tuple(stage_with_dcn)} must have '
-                      f'num_stages={num_stages} entries')
-    if multi_grid is not None and len(multi_grid) != last_stage_blocks:
-        errors.append(
-            f'multi_grid {tuple(multi_grid)} must give one dilation per '
-            f'block of the last stage ({last_stage_blocks} blocks)')
-    if not 0 <= drop_path_rate < 1:
-        errors.append(
-            f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
-    if not 0 <= dropblock_prob < 1:
-        errors.append(
-            f'dropblock_prob must be in [0, 1), got {dropblock_prob}')
-    elif dropblock_prob > 0 and num_stages < 3:
-        errors.append(f'dropblock_prob applies to stages 3 and 4, but '
-                      f'num_stages={num_stages}')
-    if errors:
-        raise ValueError('invalid ResNeSt config: ' + '; '.join(errors))

@@ -1,15 +1,17 @@
 """The ResNeSt bottleneck block."""
 import math
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer, build_plugin_layer
 from mmcv.cnn.bricks.drop import DropPath
 from mmengine.model import BaseModule
+from torch import Tensor
 
+from .arguments import ConfigError, check_style
 from .dropblock import DropBlock2d
-from .recomputed_ops import norm_relu
+from .ops import checkpoint, norm_act
 from .split_attention import SplitAttentionConv2d
 
 _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
@@ -61,49 +63,44 @@ class ResNeStBottleneck(BaseModule):
         drop_path_rate (float): Probability of dropping the residual branch
             (stochastic depth). Default: 0.
         dropblock_prob (float): DropBlock rate (block size 3). Default: 0.
-        recompute_activations (bool): Rebuild norm-ReLU outputs in backward
-            instead of storing them (:mod:`.recomputed_ops`). Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
     expansion = 4
 
     def __init__(self,
-                 inplanes,
-                 planes,
-                 stride=1,
-                 dilation=1,
-                 downsample=None,
-                 style='pytorch',
-                 with_cp=False,
-                 conv_cfg=None,
-                 norm_cfg=dict(type='BN'),
-                 dcn=None,
-                 plugins=None,
-                 groups=1,
-                 base_width=4,
-                 base_channels=64,
-                 radix=2,
-                 reduction_factor=4,
-                 avg_down_stride=True,
-                 avd_first=False,
-                 drop_path_rate=0.,
-                 dropblock_prob=0.,
-                 recompute_activations=True,
-                 init_cfg=None):
+                 inplanes: int,
+                 planes: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 downsample: Optional[nn.Module] = None,
+                 style: str = 'pytorch',
+                 with_cp: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 dcn: Optional[dict] = None,
+                 plugins: Optional[List[dict]] = None,
+                 groups: int = 1,
+                 base_width: int = 4,
+                 base_channels: int = 64,
+                 radix: int = 2,
+                 reduction_factor: int = 4,
+                 avg_down_stride: bool = True,
+                 avd_first: bool = False,
+                 drop_path_rate: float = 0.,
+                 dropblock_prob: float = 0.,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
-        if style not in ('pytorch', 'caffe'):
-            raise ValueError(
-                f"style must be 'pytorch' or 'caffe', got {style!r}")
+        style_error = check_style(style)
+        if style_error:
+            raise ConfigError(style_error[0])
         self.inplanes = inplanes
         self.planes = planes
         self.stride = stride
         self.dilation = dilation
         self.style = style
         self.with_cp = with_cp
-        self.recompute_activations = recompute_activations
         self.conv_cfg = conv_cfg
         self.norm_cfg = norm_cfg
-        self.dcn = dcn
         self.with_dcn = dcn is not None
         self.conv1_stride, self.conv2_stride = ((1, stride) if style
                                                 == 'pytorch' else (stride, 1))
@@ -129,8 +126,7 @@ class ResNeStBottleneck(BaseModule):
             conv_cfg=conv_cfg,
             norm_cfg=norm_cfg,
             dcn=dcn,
-            dropblock_prob=dropblock_prob,
-            recompute_activations=recompute_activations)
+            dropblock_prob=dropblock_prob)
         self.conv3 = build_conv_layer(
             conv_cfg, width, planes * self.expansion, 1, bias=False)
         self.norm3_name, norm3 = build_norm_layer(
@@ -150,7 +146,7 @@ class ResNeStBottleneck(BaseModule):
         self.plugin_names = {}
         for plugin in plugins or ():
             if plugin['position'] not in _PLUGIN_POSITIONS:
-                raise ValueError(
+                raise ConfigError(
                     f"plugin position must be one of "
                     f"{_PLUGIN_POSITIONS}, got {plugin['position']!r}")
         for position in _PLUGIN_POSITIONS:
@@ -182,7 +178,7 @@ class ResNeStBottleneck(BaseModule):
             name, layer = build_plugin_layer(
                 cfg, in_channels=in_channels, postfix=cfg.pop('postfix', ''))
             if hasattr(self, name):
-                raise ValueError(
+                raise ConfigError(
                     f'duplicate plugin {name}: give each a distinct postfix')
             self.add_module(name, layer)
             names.append(name)
@@ -193,10 +189,8 @@ class ResNeStBottleneck(BaseModule):
             x = getattr(self, name)(x)
         return x
 
-    def _residual(self, x):
-        out, _ = norm_relu(
-            self.conv1(x), self.norm1, self.relu, self.dropblock1,
-            self.recompute_activations)
+    def _residual(self, x: Tensor) -> Tensor:
+        out = norm_act(self.conv1(x), self.norm1, self.relu, self.dropblock1)
         out = self._run_plugins(out, 'after_conv1')
         if self.avg_down_stride and self.avd_first:
             out = self.avd_layer(out)
@@ -213,14 +207,14 @@ class ResNeStBottleneck(BaseModule):
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """(B, inplanes, H, W) -> (B, 4 * planes, H', W')."""
         if self.with_cp and torch.is_grad_enabled():
             # Non-reentrant checkpointing also saves memory when x needs no
             # grad (stages after frozen ones), where upstream skips it. The
             # recomputation restores the RNG state, so it redraws the same
             # DropBlock and DropPath masks.
-            out = cp.checkpoint(self._residual, x, use_reentrant=False)
+            out = checkpoint(self._residual, x)
         else:
             out = self._residual(x)
         return self.relu(out)

@@ -15,7 +15,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from .ops import BatchNormBase
 
 
 def recompute_bn_stats(model, batches, num_iters, logger=None):
@@ -42,7 +43,8 @@ def recompute_bn_stats(model, batches, num_iters, logger=None):
     was_training = model.training
     model.train()
     norms = [
-        m for m in model.modules() if isinstance(m, _BatchNorm) and m.training
+        m for m in model.modules()
+        if isinstance(m, BatchNormBase) and m.training
     ]
     momenta = [m.momentum for m in norms]
     means = [torch.zeros_like(m.running_mean) for m in norms]

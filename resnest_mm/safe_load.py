@@ -35,6 +35,7 @@ from mmengine.runner import CheckpointLoader
 from mmengine.utils import digit_version
 
 from .downloads import OPENMMLAB_SCHEMES, resolve_checkpoint
+from .ops.torch_api import weights_only_globals
 
 try:
     from numpy._core import multiarray  # numpy >= 2
@@ -125,11 +126,11 @@ def _named(entry):
 def _allowed_globals():
     """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds.
 
-    torch's own list is private API, present from torch 1.13 on; read only
-    where the allowlisting unpickler is used (torch < 2.6), not at import.
+    Read only where the allowlisting unpickler is used (torch < 2.6), not at
+    import.
     """
     return {
-        **torch._weights_only_unpickler._get_allowed_globals(),
+        **weights_only_globals(),
         **dict(map(_named, MMENGINE_SAFE_GLOBALS))
     }
 

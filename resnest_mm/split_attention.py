@@ -1,16 +1,19 @@
 """Split-attention convolution, the core of ResNeSt (Zhang et al. 2020,
 Sec. 3)."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch import Tensor
 
+from .arguments import ConfigError
 from .dependencies import require_mmcv_ops
 from .dropblock import DropBlock2d
-from .recomputed_ops import (norm_relu, recomputing_weighted_sum, sync_group,
-                             tracing, weighted_split_sum)
+from .ops import (BatchNormBase, norm_act, spatial_mean, sync_group,
+                  weighted_sum)
 
 
 class SplitAttentionConv2d(BaseModule):
@@ -30,10 +33,9 @@ class SplitAttentionConv2d(BaseModule):
     summed, instead of building a summed ``(B, C, H, W)`` map only to pool
     it; and the weighted sum accumulates split by split, never holding a
     ``(B, R, C, H, W)`` product. Neither needs a contiguous copy, so
-    channels_last input stays so. In training with BatchNorm or
-    SyncBatchNorm, the splits are not stored for backward but rebuilt from the
-    conv output (:mod:`.recomputed_ops`) unless
-    ``recompute_activations=False``.
+    channels_last input stays so. On the backbone's memory-saving path
+    (:mod:`resnest_mm.ops`), the splits are rebuilt in backward from the
+    conv output instead of being stored.
 
     Batch size 1 in training: the attention norm sees one value per channel,
     which has no batch statistics (BatchNorm raises there, upstream and in the
@@ -57,40 +59,35 @@ class SplitAttentionConv2d(BaseModule):
         dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on
             the splits, after ``norm0`` and before the ReLU as in the
             authors' code; 0 builds no DropBlock. Default: 0.
-        recompute_activations (bool): Rebuild the splits and the weighted
-            sum in backward instead of storing them, where
-            :func:`~.recomputed_ops.norm_relu` can. Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
     def __init__(self,
-                 in_channels,
-                 channels,
-                 kernel_size,
-                 stride=1,
-                 padding=0,
-                 dilation=1,
-                 groups=1,
-                 radix=2,
-                 reduction_factor=4,
-                 conv_cfg=None,
-                 norm_cfg=dict(type='BN'),
-                 dcn=None,
-                 dropblock_prob=0.,
-                 recompute_activations=True,
-                 init_cfg=None):
+                 in_channels: int,
+                 channels: int,
+                 kernel_size: int,
+                 stride: int = 1,
+                 padding: int = 0,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 radix: int = 2,
+                 reduction_factor: int = 4,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 dcn: Optional[dict] = None,
+                 dropblock_prob: float = 0.,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         if radix < 1:
-            raise ValueError(f'radix must be >= 1, got {radix}')
+            raise ConfigError(f'radix must be >= 1, got {radix}')
         if channels % groups:
-            raise ValueError(
+            raise ConfigError(
                 f'channels ({channels}) must be divisible by groups ({groups})'
             )
         inter_channels = max(in_channels * radix // reduction_factor, 32)
         self.radix = radix
         self.groups = groups
         self.channels = channels
-        self.recompute_activations = recompute_activations
         self.with_dcn = dcn is not None
         if self.with_dcn:
             # upstream pops from the shared dict, so only its first block saw
@@ -98,7 +95,7 @@ class SplitAttentionConv2d(BaseModule):
             dcn = dict(dcn)
             if not dcn.pop('fallback_on_stride', False):
                 if conv_cfg is not None:
-                    raise ValueError('conv_cfg must be None when dcn is set')
+                    raise ConfigError('conv_cfg must be None when dcn is set')
                 # now, not at the first forward: mmcv-lite has no such op
                 require_mmcv_ops(f'dcn={dcn!r}')
                 conv_cfg = dcn
@@ -139,68 +136,39 @@ class SplitAttentionConv2d(BaseModule):
         """nn.Module: the norm inside the attention MLP."""
         return getattr(self, self.norm1_name)
 
-    def _attention_norm(self, x):
-        """Apply ``norm1`` to ``(B, D, 1, 1)``.
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_channels, H, W) -> (B, C, H', W')."""
+        # conv, norm, act: R splits, radix-major (B, R*C, H', W')
+        splits = norm_act(self.conv(x), self.norm0, self.relu, self.dropblock)
+        atten = self.attention(splits)  # (B, R, C, 1, 1)
+        return weighted_sum(splits, atten, self.radix)
 
-        Uses the running stats where B == 1 in training.
-        """
+    def attention(self, splits: Tensor) -> Tensor:
+        """Per-split channel weights: (B, R*C, H, W) -> (B, R, C, 1, 1),
+        summing to 1 over R (a sigmoid gate when R == 1)."""
+        batch = splits.size(0)
+        gap = spatial_mean(splits).view(batch, self.radix, self.channels, 1,
+                                        1).sum(1)  # (B, C, 1, 1)
+        gap = self.relu(self._attention_norm(self.fc1(gap)))
+        logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
+        if self.radix == 1:
+            return logits.sigmoid().view(batch, 1, self.channels, 1, 1)
+        atten = logits.view(batch, self.groups, self.radix, -1).softmax(2)
+        return atten.transpose(1, 2).reshape(batch, self.radix, self.channels,
+                                             1, 1)
+
+    def _attention_norm(self, x: Tensor) -> Tensor:
+        """``norm1`` of ``(B, D, 1, 1)``, with the running statistics where
+        B == 1 in training (a batch of one has no batch statistics)."""
         norm = self.norm1
         # An fx proxy has no batch size: a traced graph calls the norm as is.
         if (self.training and not isinstance(x, torch.fx.Proxy)
-                and x.size(0) == 1 and isinstance(norm, _BatchNorm)
+                and x.size(0) == 1 and isinstance(norm, BatchNormBase)
                 and norm.running_mean is not None
                 and sync_group(norm) is None):
             return F.batch_norm(x, norm.running_mean, norm.running_var,
                                 norm.weight, norm.bias, False, 0.0, norm.eps)
         return norm(x)
-
-    def forward(self, x):
-        """(B, in_channels, H, W) -> (B, channels, H', W')."""
-        c = self.conv(x)
-        x, handle = norm_relu(c, self.norm0, self.relu, self.dropblock,
-                              self.recompute_activations)
-        batch = x.size(0)
-        gap = spatial_mean(x).view(batch, self.radix, self.channels, 1,
-                                   1).sum(1)
-        gap = self.relu(self._attention_norm(self.fc1(gap)))
-        logits = self.fc2(gap)  # (B, R*C, 1, 1), cardinal-major: (K, R, C/K)
-        if self.radix > 1:
-            atten = logits.view(batch, self.groups, self.radix, -1).softmax(2)
-            atten = atten.transpose(1, 2).reshape(batch, self.radix,
-                                                  self.channels, 1, 1)
-        else:
-            atten = logits.sigmoid().view(batch, 1, self.channels, 1, 1)
-        if handle is not None:  # training: keep c, not the splits
-            return recomputing_weighted_sum(x, atten, handle)
-        # view, not unflatten: ONNX opset 11 has no export for aten::unflatten
-        splits = x.view(batch, self.radix, self.channels, x.size(2), x.size(3))
-        return weighted_split_sum(splits, atten, self.radix)
-
-
-def spatial_mean(x):
-    """``x.mean((2, 3), keepdim=True)``: ``(B, C, H, W) -> (B, C, 1, 1)``.
-
-    Keeps no ``x`` for backward (adaptive_avg_pool2d would). In eager
-    training its gradient is a broadcast view of ``(B, C, 1, 1)``: torch's
-    own is a dense NCHW tensor, which autograd then adds into the weighted
-    sum's gradient of ``x``; with channels_last that add mixes layouts and
-    runs ~15x slower than the add of the view.
-    """
-    if not tracing(x) and x.requires_grad and torch.is_grad_enabled():
-        return _SpatialMean.apply(x)
-    return x.mean((2, 3), keepdim=True)
-
-
-class _SpatialMean(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        return x.mean((2, 3), keepdim=True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (grad / (ctx.shape[2] * ctx.shape[3])).expand(ctx.shape)
 
 
 def _read_contiguous(deform_conv):

@@ -41,8 +41,8 @@ def saved_activation_bytes(model, x):
     our backbone, whose :class:`RecomputedActivations` hooks take precedence,
     as the tensors those store (not recipes).
     """
-    import resnest_mm.backbone
-    from resnest_mm.recomputed_ops import RecomputedActivations
+    import resnest_mm.ops.path
+    from resnest_mm.ops.functions import RecomputedActivations
 
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
@@ -58,7 +58,7 @@ def saved_activation_bytes(model, x):
         def _pack(self, tensor):
             return count(super()._pack(tensor))
 
-    with mock.patch.object(resnest_mm.backbone, 'RecomputedActivations',
+    with mock.patch.object(resnest_mm.ops.path, 'RecomputedActivations',
                            Counting), \
             torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         out = model(x)

@@ -43,7 +43,7 @@ ZOO = {
 #: memory-saving path (alone, with SyncBN, and against upstream in training;
 #: eval mode runs upstream's path), the safe loader, compile and export, the
 #: benchmark (less its CPU autocast run, which takes as long as the rest)
-UNIT_TESTS = ('test_recomputed_ops.py', 'test_sync_batchnorm.py',
+UNIT_TESTS = ('test_memory_saving.py', 'test_sync_batchnorm.py',
               'test_upstream_equivalence.py', 'test_backbone_behaviour.py',
               'test_safe_load.py', 'test_export.py', 'test_benchmark.py')
 UNIT_TESTS_LEFT_OUT = '(equivalence and eval) or cpu_autocast'

@@ -1,0 +1,87 @@
+"""The checks of ResNeSt's arguments, and the errors they raise.
+
+Each error is a ``ValueError`` and also the type upstream's ResNet and
+ResNeSt (mmdet's, mmseg's) raise for that input: ``KeyError`` for an unknown
+depth, ``AssertionError`` for the rest. Code and tests written against
+upstream still catch them, and the messages say what to fix.
+"""
+from typing import Optional
+
+from .architectures import STAGE_BLOCKS
+
+
+class ConfigError(ValueError, AssertionError):
+    """A bad argument, which upstream refuses with an ``assert``."""
+
+
+class DepthError(ValueError, KeyError):
+    """An unknown depth, which upstream refuses with a ``KeyError``."""
+
+    __str__ = ValueError.__str__  # KeyError's would quote the message
+
+
+def check_depth(depth: int) -> None:
+    if depth not in STAGE_BLOCKS:
+        raise DepthError(f'invalid ResNeSt depth {depth}; valid depths: '
+                         f'{sorted(STAGE_BLOCKS)}')
+
+
+def check_arguments(backbone, dcn: Optional[dict]) -> None:
+    """Reject a bad configuration of a ``ResNeSt`` (its attributes, and
+    ``dcn``) at construction, naming the valid values, all problems at
+    once."""
+    b = backbone
+    check_depth(b.depth)
+    num_stages = b.num_stages
+    if not 1 <= num_stages <= 4:
+        raise ConfigError(f'num_stages must be 1..4, got {num_stages}')
+    errors = []
+    if b.radix < 1:
+        errors.append(f'radix must be >= 1 (1 = sigmoid gate), got {b.radix}')
+    if b.groups < 1:
+        errors.append(f'groups must be >= 1, got {b.groups}')
+    if len(b.strides) != num_stages or len(b.dilations) != num_stages:
+        errors.append(
+            f'strides {tuple(b.strides)} and dilations '
+            f'{tuple(b.dilations)} must each have num_stages={num_stages} '
+            'entries')
+    valid_indices = tuple(range(num_stages))
+    if not b.out_indices or any(i not in valid_indices for i in b.out_indices):
+        errors.append(
+            f'out_indices {tuple(b.out_indices)} must be a non-empty '
+            f'subset of {valid_indices} (num_stages={num_stages})')
+    errors += check_style(b.style)
+    if not -1 <= b.frozen_stages <= num_stages:
+        errors.append(
+            f'frozen_stages must be in -1..{num_stages}, got {b.frozen_stages}'
+        )
+    if b.deep_stem and b.stem_channels % 2:
+        errors.append(
+            f'stem_channels must be even with deep_stem, got {b.stem_channels}'
+        )
+    if dcn is not None and len(b.stage_with_dcn) != num_stages:
+        errors.append(f'stage_with_dcn {tuple(b.stage_with_dcn)} must have '
+                      f'num_stages={num_stages} entries')
+    last_stage_blocks = STAGE_BLOCKS[b.depth][num_stages - 1]
+    if b.multi_grid is not None and len(b.multi_grid) != last_stage_blocks:
+        errors.append(
+            f'multi_grid {tuple(b.multi_grid)} must give one dilation per '
+            f'block of the last stage ({last_stage_blocks} blocks)')
+    if not 0 <= b.drop_path_rate < 1:
+        errors.append(
+            f'drop_path_rate must be in [0, 1), got {b.drop_path_rate}')
+    if not 0 <= b.dropblock_prob < 1:
+        errors.append(
+            f'dropblock_prob must be in [0, 1), got {b.dropblock_prob}')
+    elif b.dropblock_prob > 0 and num_stages < 3:
+        errors.append(f'dropblock_prob applies to stages 3 and 4, but '
+                      f'num_stages={num_stages}')
+    if errors:
+        raise ConfigError('invalid ResNeSt config: ' + '; '.join(errors))
+
+
+def check_style(style: str) -> list:
+    """The problem with ``style``, as a list of at most one message."""
+    if style in ('pytorch', 'caffe'):
+        return []
+    return [f"style must be 'pytorch' or 'caffe', got {style!r}"]

@@ -1,0 +1,144 @@
+"""The memory-saving training path: whether it acts, decided once per
+forward, and the ops the layers ask.
+
+A backbone's forward runs inside :func:`memory_saving`. There the layers'
+:func:`norm_act`, :func:`weighted_sum`, :class:`MaxPool2d` and
+:func:`checkpoint` take the path (:mod:`.functions`) wherever a layer fits
+it, and the plain ops elsewhere; outside, they are the plain ops. The path
+acts in eager training with gradients, for a ReLU after a training
+``BatchNorm2d`` or ``SyncBatchNorm`` (across processes where torch's runs),
+and only on a (device type, dtype) where it has checked itself
+(:mod:`.self_check`).
+"""
+import threading
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Dict, Optional, Tuple
+
+import torch
+import torch.utils.checkpoint as cp
+from torch import Tensor, nn
+
+from . import torch_api
+from .functions import (RecomputedActivations, batch_norm_relu,
+                        max_pool_keeping_input, weighted_split_sum,
+                        weighted_sum_keeping_input)
+from .self_check import agrees_with_plain_path
+
+_local = threading.local()  # DataParallel runs replicas' forwards in threads
+#: (device type, dtype) -> whether the path passed its self-check there
+_verdicts: Dict[Tuple[str, torch.dtype], bool] = {}
+
+
+class _Session:
+    """One forward on the path: saved outputs become recipes."""
+
+    def __enter__(self):
+        self._outer = getattr(_local, 'session', None)
+        self._hooks = RecomputedActivations()
+        self._hooks.__enter__()
+        _local.session = self
+        return self
+
+    def __exit__(self, *exc):
+        _local.session = self._outer
+        self._hooks.__exit__(*exc)
+
+
+def _active() -> bool:
+    """Whether a forward on the path is running in this thread."""
+    return (not torch_api.is_compiling()
+            and getattr(_local, 'session', None) is not None)
+
+
+def memory_saving(x: Tensor, enabled: bool = True) -> ContextManager:
+    """The context of one forward of ``x``: on the path where ``enabled``,
+    gradients are on, the forward is eager (not fx, jit or torch.compile,
+    whose partitioner chooses what to recompute itself), and the path agrees
+    with the plain one on ``x``'s device type and (autocast) dtype."""
+    if (not enabled or not torch.is_grad_enabled() or torch_api.tracing(x)
+            or _active()):
+        return nullcontext()
+    dtype = torch_api.autocast_dtype(x.device.type) or x.dtype
+    key = (x.device.type, dtype)
+    if key not in _verdicts:
+        torch_api.check_contracts()
+        _verdicts[key] = agrees_with_plain_path(x.device, dtype)
+    return _Session() if _verdicts[key] else nullcontext()
+
+
+def norm_act(c: Tensor,
+             norm: nn.Module,
+             act: nn.Module,
+             drop: Optional[nn.Module] = None) -> Tensor:
+    """``act(drop(norm(c)))``, ``(B, D, H, W)``. On the path (a ReLU after a
+    training BatchNorm, no ``drop``), ``c`` and the batch statistics are kept
+    instead of the output."""
+    if drop is None and _active() and _fits(c, norm, act):
+        group = torch_api.sync_group(norm)
+        if group is None or torch_api.syncs_on(c.device):
+            return batch_norm_relu(c, norm, group)
+    x = norm(c)
+    if drop is not None:
+        x = drop(x)
+    return act(x)
+
+
+def weighted_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
+    """The attention-weighted sum of radix-major splits:
+    ``(B, R*C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``. On the path, the
+    splits are rebuilt in backward from the conv output their norm kept."""
+    if _active():
+        return weighted_sum_keeping_input(splits, atten, radix)
+    splits = splits.view(
+        splits.size(0), radix, -1, splits.size(2), splits.size(3))
+    return weighted_split_sum(splits, atten, radix)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that on the path keeps no indices of the maxima."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (_active() and x.requires_grad and torch.is_grad_enabled()
+                and not self.return_indices):
+            return max_pool_keeping_input(x, self)
+        return super().forward(x)
+
+
+def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Non-reentrant ``torch.utils.checkpoint`` of ``fn(x)``, off the path.
+
+    The checkpoint reruns ``fn`` in backward, outside the forward's session;
+    both runs must keep the same tensors, and the checkpoint keeps none of
+    them past the block anyway.
+    """
+    return cp.checkpoint(_off_the_path, fn, x, use_reentrant=False)
+
+
+def _off_the_path(fn, x):
+    outer, _local.session = getattr(_local, 'session', None), None
+    try:
+        return fn(x)
+    finally:
+        _local.session = outer
+
+
+def _fits(c: Tensor, norm: nn.Module, act: nn.Module) -> bool:
+    """Whether ``act(norm(c))`` is what the path computes: a ReLU after
+    torch's own training BatchNorm2d or SyncBatchNorm (mmengine's ``SyncBN``
+    subclass only changes the input check), with affine parameters, whose
+    kernels take this input dtype, and gradients on."""
+    return (type(act) is nn.ReLU and torch.is_grad_enabled() and norm.training
+            and getattr(norm, 'affine', False) and any(
+                isinstance(norm, cls) and type(norm).forward is cls.forward
+                for cls in (nn.BatchNorm2d, nn.SyncBatchNorm))
+            and _batch_norm_takes(c.dtype, norm.weight.dtype))
+
+
+def _batch_norm_takes(input_dtype: torch.dtype,
+                      param_dtype: torch.dtype) -> bool:
+    """Whether torch's batch norm kernels take this input and parameter
+    dtype: the same, or autocast's float16/bfloat16 input with float32
+    parameters."""
+    return input_dtype == param_dtype or (input_dtype
+                                          in (torch.float16, torch.bfloat16)
+                                          and param_dtype == torch.float32)
