@@ -4,6 +4,7 @@ import copy
 import inspect
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -152,3 +153,44 @@ def test_onnx_export_refuses_a_missing_config(tmp_path):
         ['configs/nope.py', str(tmp_path / 'x.onnx')])
     assert proc.returncode != 0
     assert 'config file not found' in proc.stderr
+
+
+@pytest.mark.parametrize('opset', [11, 'newest'])
+def test_split_attention_exports_with_standard_ops_only(opset, tmp_path):
+    """Opset 11 (mmdeploy's ONNX Runtime setting; TorchScript exporter, batch
+    and size dynamic) and the newest opset (the dynamo exporter where torch
+    has it): only standard ONNX ops, no Split or ``split_with_sizes``, and
+    ONNX Runtime computes what PyTorch does, for radix 1, 2 and 4."""
+    for radix in (1, 2, 4):
+        model = randomize_(
+            ResNeSt(depth=14, radix=radix, groups=2, base_width=16)).eval()
+        x, other = images((2, 3, 64, 64)), images((3, 3, 96, 80))
+        path = tmp_path / f'radix{radix}.onnx'
+        names = dict(
+            input_names=['x'], output_names=[f'c{i}' for i in range(4)])
+        if opset == 11 or not DYNAMO_EXPORT:
+            kwargs = dict(dynamo=False) if DYNAMO_EXPORT else {}
+            torch.onnx.export(
+                model, (x, ),
+                str(path),
+                opset_version=11 if opset == 11 else 17,
+                dynamic_axes={'x': {
+                    0: 'batch',
+                    2: 'height',
+                    3: 'width'
+                }},
+                **names,
+                **kwargs)
+        else:
+            torch.onnx.export(model, (x, ), str(path), dynamo=True, **names)
+            other = images((2, 3, 64, 64), torch.Generator().manual_seed(1))
+        graph = onnx.load(str(path)).graph
+        ops = {(n.domain, n.op_type) for n in graph.node}
+        assert all(domain in ('', 'ai.onnx') for domain, _ in ops), ops
+        assert not {op for _, op in ops} & {'Split', 'SplitToSequence'}
+        session = onnxruntime.InferenceSession(str(path))
+        with torch.no_grad():
+            expected = model(other)
+        got = session.run(None, {'x': other.numpy()})
+        for a, b in zip(got, expected):
+            assert rel_err(torch.from_numpy(a), b) <= 1e-5
