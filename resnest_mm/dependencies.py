@@ -21,7 +21,7 @@ INSTALL_MMCV_LITE = ('`pip install "mmcv-lite>=2.0.0"` (no compiled ops; '
                      'enough for the backbone alone)')
 
 
-def check_dependencies():
+def check_dependencies() -> None:
     """Raise ImportError saying what to install unless mmengine, mmcv fit."""
     mmengine = _import('mmengine', f'`pip install "mmengine>={MMENGINE_MIN}"`')
     from mmengine.utils import digit_version
@@ -38,7 +38,7 @@ def check_dependencies():
             f'{mmcv.__version__} is installed: {fix}')
 
 
-def require_mmcv_ops(what):
+def require_mmcv_ops(what: str) -> None:
     """Import ``mmcv.ops`` (it registers DCN, DCNv2) or say to get full mmcv.
 
     mmcv-lite ships ``mmcv/ops`` without its compiled ``mmcv._ext``, and

@@ -34,7 +34,7 @@ class DropBlock2d(nn.Module):
             ResNeSt authors' code.
     """
 
-    def __init__(self, drop_prob, block_size=3):
+    def __init__(self, drop_prob: float, block_size: int = 3):
         super().__init__()
         if not 0 <= drop_prob < 1:
             raise ValueError(f'drop_prob must be in [0, 1), got {drop_prob}')
@@ -43,7 +43,7 @@ class DropBlock2d(nn.Module):
         self.drop_prob = drop_prob
         self.block_size = block_size
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         if not self.training or self.drop_prob == 0:
             return x

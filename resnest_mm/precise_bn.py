@@ -7,7 +7,9 @@ the authors' large recipes turn it on) recomputes them with the final weights,
 as a plain average over many batches; mmengine has no such hook, so this is
 it. ``custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]``.
 """
+import logging
 from itertools import islice
+from typing import Iterable, Optional
 
 import torch
 from mmengine.dist import all_reduce
@@ -19,7 +21,10 @@ from mmengine.runner import EpochBasedTrainLoop
 from .ops import BatchNormBase
 
 
-def recompute_bn_stats(model, batches, num_iters, logger=None):
+def recompute_bn_stats(model: torch.nn.Module,
+                       batches: Iterable,
+                       num_iters: int,
+                       logger: Optional[logging.Logger] = None) -> None:
     """Set the running statistics of every BatchNorm that trains to their
     average over ``num_iters`` batches.
 
@@ -106,7 +111,7 @@ class PreciseBNHook(Hook):
 
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, num_iters=200, interval=0):
+    def __init__(self, num_iters: int = 200, interval: int = 0):
         if num_iters < 1 or interval < 0:
             raise ValueError(
                 f'PreciseBNHook needs num_iters >= 1 and interval >= 0, got '
@@ -114,7 +119,7 @@ class PreciseBNHook(Hook):
         self.num_iters = num_iters
         self.interval = interval
 
-    def after_train_epoch(self, runner):
+    def after_train_epoch(self, runner) -> None:
         if (self.interval and self.every_n_epochs(runner, self.interval)
                 or self.is_last_train_epoch(runner)):
             self._recompute(runner)
@@ -123,7 +128,7 @@ class PreciseBNHook(Hook):
                          runner,
                          batch_idx,
                          data_batch=None,
-                         outputs=None):
+                         outputs=None) -> None:
         if isinstance(runner.train_loop, EpochBasedTrainLoop):
             return  # after_train_epoch's
         if (self.interval and self.every_n_train_iters(runner, self.interval)

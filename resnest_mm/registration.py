@@ -10,6 +10,7 @@ both packages keep importing cleanly. A package that is not installed is
 skipped.
 """
 import importlib
+from typing import List, Optional
 
 from .backbone import ResNeSt
 
@@ -18,7 +19,11 @@ class MMDetResNeSt(ResNeSt):
     """``ResNeSt`` with mmdet's ResNet defaults: ``norm_eval=True``, stem width
     ``base_channels``."""
 
-    def __init__(self, *args, norm_eval=True, stem_channels=None, **kwargs):
+    def __init__(self,
+                 *args,
+                 norm_eval: bool = True,
+                 stem_channels: Optional[int] = None,
+                 **kwargs):
         super().__init__(
             *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
 
@@ -27,7 +32,11 @@ class MMSegResNeSt(ResNeSt):
     """``ResNeSt`` with mmseg's ResNet defaults: ``norm_eval=False``, stem
     width 64."""
 
-    def __init__(self, *args, norm_eval=False, stem_channels=64, **kwargs):
+    def __init__(self,
+                 *args,
+                 norm_eval: bool = False,
+                 stem_channels: Optional[int] = 64,
+                 **kwargs):
         super().__init__(
             *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
 
@@ -40,7 +49,7 @@ _TARGETS = {
 }
 
 
-def register_all():
+def register_all() -> List[str]:
     """Register ours in every installed registry; return the scopes done, e.g.
     ``['mmdet', 'mmseg']``."""
     done = []

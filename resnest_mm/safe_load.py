@@ -27,6 +27,7 @@ import functools
 import os
 import pickle
 import re
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ WEIGHTS_ONLY_EXTENSIBLE = digit_version(
     torch.__version__) >= digit_version('2.6.0')
 
 
-def allow_mmengine_checkpoints():
+def allow_mmengine_checkpoints() -> None:
     """Let every ``weights_only`` load in this process read mmengine
     checkpoints (torch >= 2.6; before, torch's own loads are not weights-only
     by default, and there is nothing to extend)."""
@@ -185,7 +186,7 @@ def _torch_load(path, map_location):
         pickle_module=_AllowlistPickle)
 
 
-def route_mmengine_loading():
+def route_mmengine_loading() -> None:
     """Make mmengine read checkpoints with :func:`load_checkpoint_safely`
     (``load_from``, ``resume``, testing): local files, http(s) URLs and
     ``open-mmlab://`` names, fetched as mmengine fetches them.
@@ -206,7 +207,8 @@ def route_mmengine_loading():
         force=True)
 
 
-def load_checkpoint_safely(path, map_location='cpu'):
+def load_checkpoint_safely(path: Union[str, os.PathLike],
+                           map_location: Any = 'cpu') -> Any:
     """``torch.load(path, weights_only=True)``, with errors that say what is
     wrong with the file; a ``.safetensors`` file is read with safetensors.
 

@@ -6,7 +6,7 @@ need torch, mmcv and mmengine installed before installing them.
 __version__ = '0.1.0'
 
 
-def parse_version_info(version_str):
+def parse_version_info(version_str: str) -> tuple:
     """``'0.1.0rc1'`` -> ``(0, 1, 0, 'rc1')``, as mmdet's ``version_info``."""
     version_info = []
     for x in version_str.split('.'):
