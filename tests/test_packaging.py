@@ -173,3 +173,14 @@ def test_dcn_without_compiled_ops_fails_at_construction(monkeypatch):
         ResNeSt(depth=50, dcn=DCN, stage_with_dcn=(False, True, True, True))
     assert 'mim install' in str(err.value)
     ResNeSt(depth=14)  # without DCN, nothing changes
+
+
+def test_the_tools_usage_lines_name_configs_that_exist():
+    """Every config path a tool's usage text or script names (a glob where a
+    line would be too long) matches a file."""
+    import re
+    for tool in (ROOT / 'tools').iterdir():
+        if tool.suffix not in ('.py', '.sh'):
+            continue
+        for path in re.findall(r'configs/[\w./*+-]+\.py', tool.read_text()):
+            assert len(list(ROOT.glob(path))) == 1, (tool.name, path)

@@ -6,7 +6,7 @@ onnxruntime.
                                 [--weights resnest50-528c19ca.pth]
     # a config's model, with a trained checkpoint
     python tools/export_onnx.py \
-      configs/segmentation/deeplabv3_s101-d8_4xb2-80k_cityscapes-512x1024.py \
+      configs/segmentation/resnest_s101-d8_deeplabv3_4xb2-80k_cityscapes-*.py \
       deeplab.onnx --checkpoint iter_80000.pth --size 512 1024
 
 What a config exports: a segmentor's whole network up to the per-pixel logits
