@@ -16,7 +16,8 @@ from .bottleneck import ResNeStBottleneck
 from .downloads import resolve_checkpoint
 from .layouts import convert_checkpoint
 from .precise_bn import PreciseBNHook, recompute_bn_stats
-from .registration import MMDetResNeSt, MMSegResNeSt, register_all
+from .registration import (MMDetResNeSt, MMSegResNeSt, register_all,
+                           resolve_forked_scopes)
 from .releases import (RELEASES, build_release, resnest50,
                        resnest50_fast_1s1x64d, resnest50_fast_1s2x40d,
                        resnest50_fast_1s4x24d, resnest50_fast_2s1x64d,
@@ -31,15 +32,16 @@ from .weights import load_pretrained
 
 __all__ = [
     'ResNeSt', 'ResNeStBottleneck', 'SplitAttentionConv2d', 'MMDetResNeSt',
-    'MMSegResNeSt', 'register_all', 'load_checkpoint_safely',
-    'allow_mmengine_checkpoints', 'UnsafeCheckpointError',
-    'CorruptCheckpointError', 'convert_checkpoint', 'load_pretrained',
-    'resolve_checkpoint', 'RELEASES', 'build_release', 'resnest50',
-    'resnest101', 'resnest200', 'resnest269', 'resnest50_fast_1s1x64d',
-    'resnest50_fast_2s1x64d', 'resnest50_fast_4s1x64d',
-    'resnest50_fast_1s2x40d', 'resnest50_fast_2s2x40d',
-    'resnest50_fast_4s2x40d', 'resnest50_fast_1s4x24d', '__version__',
-    'version_info', 'PreciseBNHook', 'recompute_bn_stats'
+    'MMSegResNeSt', 'register_all', 'resolve_forked_scopes',
+    'load_checkpoint_safely', 'allow_mmengine_checkpoints',
+    'UnsafeCheckpointError', 'CorruptCheckpointError', 'convert_checkpoint',
+    'load_pretrained', 'resolve_checkpoint', 'RELEASES', 'build_release',
+    'resnest50', 'resnest101', 'resnest200', 'resnest269',
+    'resnest50_fast_1s1x64d', 'resnest50_fast_2s1x64d',
+    'resnest50_fast_4s1x64d', 'resnest50_fast_1s2x40d',
+    'resnest50_fast_2s2x40d', 'resnest50_fast_4s2x40d',
+    'resnest50_fast_1s4x24d', '__version__', 'version_info', 'PreciseBNHook',
+    'recompute_bn_stats'
 ]
 
 REGISTERED_SCOPES = register_all()

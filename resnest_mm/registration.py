@@ -7,10 +7,15 @@ time it builds, and that import registers the upstream ``ResNeSt`` without
 is imported first (registering theirs), and ours then replaces it with
 ``force=True``. Whichever side is imported first, ours ends up registered and
 both packages keep importing cleanly. A package that is not installed is
-skipped.
+skipped. Forks that ship ``mmseg`` under another distribution name get their
+``mmseg::`` config bases resolved too (:func:`resolve_forked_scopes`).
 """
 import importlib
+import importlib.metadata
+import importlib.util
 from typing import List, Optional
+
+from mmengine.config.utils import MODULE2PACKAGE
 
 from .backbone import ResNeSt
 
@@ -64,3 +69,29 @@ def register_all() -> List[str]:
         registry.register_module(name='ResNeSt', module=cls, force=True)
         done.append(package)
     return done
+
+
+def resolve_forked_scopes() -> None:
+    """Point mmengine's ``scope::`` config bases at the distribution that
+    provides each scope's module, where mmengine's own name for it is absent.
+
+    mmengine resolves ``mmseg::`` only through a distribution named
+    ``mmsegmentation``; OneDL's fork ships the same ``mmseg`` module as
+    ``onedl-mmsegmentation``, where such a base fails with "mmsegmentation is
+    not installed" (mmengine's table, ``MODULE2PACKAGE``, is changed in
+    place, for this process). Call it before ``Config.fromfile``; our tools
+    do.
+    """
+    providers = importlib.metadata.packages_distributions()
+    for scope, package in MODULE2PACKAGE.items():
+        if not _installed(package) and providers.get(scope):
+            MODULE2PACKAGE[scope] = providers[scope][0]
+
+
+def _installed(dist):
+    """mmengine's test: a distribution, or a module, of that name."""
+    try:
+        importlib.metadata.distribution(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.util.find_spec(dist) is not None

@@ -65,7 +65,7 @@ def detection(config):
     from mmdet.testing import demo_mm_inputs
     from mmengine.config import Config
 
-    from resnest_mm.tooling.runner_setup import build_model
+    from resnest_tools.runner_setup import build_model
     cfg = Config.fromfile(config)
     cfg.model.train_cfg.rpn_proposal.max_per_img = 64  # speed
     for stage in (cfg.model.train_cfg.rcnn if isinstance(
@@ -81,7 +81,7 @@ def segmentation(config):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from resnest_mm.tooling.runner_setup import build_model
+    from resnest_tools.runner_setup import build_model
     cfg = Config.fromfile(config)
     cfg.model.data_preprocessor.size = (64, 64)  # the recipe pads to 512x1024
     model = build_model(cfg)

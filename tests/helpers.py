@@ -257,8 +257,8 @@ def flip_tta_of_mirror_image(config, checkpoint, image, tmp_path):
     from mmengine.runner import load_checkpoint
     from PIL import Image
 
-    from resnest_mm.tooling.runner_setup import build_model
-    from resnest_mm.tooling.tta import use_tta
+    from resnest_tools.runner_setup import build_model
+    from resnest_tools.tta import use_tta
 
     half = image[:, :image.shape[1] // 2]
     mirrored = np.ascontiguousarray(np.concatenate([half, half[:, ::-1]], 1))

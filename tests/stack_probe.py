@@ -13,8 +13,12 @@ one: the caller runs this file from a copy of tests/, without PYTHONPATH.
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
+
+# the tools' support package, from the checkout copy this file runs in
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
 
 class WritesMarker:
@@ -41,7 +45,7 @@ def zoo(checkpoint_dir, scope, name, our_config):
 
     from resnest_mm import MMDetResNeSt, MMSegResNeSt
     from resnest_mm.safe_load import route_mmengine_loading
-    from resnest_mm.tooling.runner_setup import load_config
+    from resnest_tools.runner_setup import load_config
     from helpers import rel_err
     route_mmengine_loading()
     reference = torch.load(f'{checkpoint_dir}/{name}.outputs.pth')

@@ -6,7 +6,7 @@ from resnest.torch import ablation, resnest
 import resnest_mm
 from resnest_mm.layouts import convert_checkpoint
 from resnest_mm.releases import RELEASES
-from resnest_mm.tooling.references import authors_layer4
+from resnest_tools.references import authors_layer4
 from helpers import images, randomize_, rel_err
 
 

@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
-from resnest_mm.tooling.benchmark.models import (FUSED_SUFFIX,
-                                                 NO_RECOMPUTE_SUFFIX,
-                                                 base_name, build_models,
-                                                 check_same_function)
+from resnest_tools.benchmark.models import (FUSED_SUFFIX, NO_RECOMPUTE_SUFFIX,
+                                            base_name, build_models,
+                                            check_same_function)
 from helpers import run, run_unchecked, tool
 
 #: torch >= 2.5: the exporter of tools/export_onnx.py, which --onnx uses

@@ -26,7 +26,7 @@ from stacks import (FROZEN_DEPLOY, build, copy_checkout, find_python,
                     install_checkout)
 from test_stacks import StackRun
 
-from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_coco_shapes
+from resnest_tools.demo_data import make_ade20k_scenes, make_coco_shapes
 from helpers import (ROOT, TINY_SEGMENTATION, images, rel_err, run_unchecked,
                      tiny_detection_config, tool)
 
@@ -183,7 +183,7 @@ def test_segmentor_graph_runs_in_plain_onnxruntime_at_other_shapes(deployed):
     """No mmdeploy, no custom ops: this process's onnxruntime and torch,
     a batch of 2 at a size the export never saw, against mmseg's logits."""
     from resnest_mm.safe_load import load_checkpoint_safely
-    from resnest_mm.tooling.runner_setup import build_model, load_config
+    from resnest_tools.runner_setup import build_model, load_config
 
     cfg, checkpoint, _, work, _ = deployed('deeplabv3')
     session = onnxruntime.InferenceSession(

@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import resnest_mm
-from resnest_mm.tooling.runner_setup import build_model
+from resnest_tools.runner_setup import build_model
 from helpers import images
 
 CONFIG_DIR = Path(__file__).parents[1] / 'configs/detection'
@@ -192,7 +192,7 @@ def test_every_config_carries_mmdets_tta():
     none: mmdet has no test-time augmentation for panoptic models."""
     import mmdet
 
-    from resnest_mm.tooling.tta import describe_tta
+    from resnest_tools.tta import describe_tta
     upstream = Config.fromfile(
         Path(mmdet.__file__).parent /
         '.mim/configs/retinanet/retinanet_tta.py')
@@ -211,7 +211,7 @@ def test_every_config_carries_mmdets_tta():
 
 
 def test_tta_refuses_instance_masks_early_and_names_the_way_out():
-    from resnest_mm.tooling.tta import use_tta
+    from resnest_tools.tta import use_tta
     cfg = Config.fromfile(
         CONFIG_DIR / 'mask-rcnn_s50_fpn_syncbn-backbone+head_ms-1x_coco.py')
     with pytest.raises(ValueError, match='predicts instance masks') as error:
@@ -221,7 +221,7 @@ def test_tta_refuses_instance_masks_early_and_names_the_way_out():
 
 
 def test_tta_without_tta_settings_names_them():
-    from resnest_mm.tooling.tta import use_tta
+    from resnest_tools.tta import use_tta
     cfg = Config(
         dict(
             model=dict(type='FasterRCNN'), tta_model=dict(type='DetTTAModel')))

@@ -12,10 +12,9 @@ import zipfile
 
 import pytest
 
-from resnest_mm.tooling.demo_data import (make_coco_panoptic_shapes,
-                                          make_coco_shapes)
-from resnest_mm.tooling.run_logs import read_scalars
-from resnest_mm.tooling.runner_setup import latest_checkpoint
+from resnest_tools.demo_data import make_coco_panoptic_shapes, make_coco_shapes
+from resnest_tools.run_logs import read_scalars
+from resnest_tools.runner_setup import latest_checkpoint
 from helpers import (DETECTION_DEMO, ROOT, flip_tta_of_mirror_image, free_port,
                      kill_when, run, run_unchecked, served,
                      tiny_detection_config, tool)

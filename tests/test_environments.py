@@ -80,6 +80,11 @@ def constraints(env, path):
 def probe_output(env, *args):
     """Run env_probe.py in ``env`` outside the checkout; its JSON result."""
     shutil.copy(ROOT / 'tests' / 'env_probe.py', env.cwd / 'env_probe.py')
+    # the tools' support package beside it (the installed wheel has none)
+    shutil.copytree(
+        ROOT / 'tools' / 'resnest_tools',
+        env.cwd / 'resnest_tools',
+        dirs_exist_ok=True)
     out = env.run(env.cwd / 'env_probe.py', *args)
     return json.loads(out.strip().splitlines()[-1])
 

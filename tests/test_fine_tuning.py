@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from resnest_mm.tooling import fine_tuning
+from resnest_tools import fine_tuning
 
 
 class Detector(nn.Module):

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_coco_shapes
-from resnest_mm.tooling.runner_setup import build_model, load_config
+from resnest_tools.demo_data import make_ade20k_scenes, make_coco_shapes
+from resnest_tools.runner_setup import build_model, load_config
 from helpers import (ROOT, TINY_SEGMENTATION, randomize_, run, run_unchecked,
                      tiny_detection_config, tool)
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_coco_shapes
+from resnest_tools.demo_data import make_ade20k_scenes, make_coco_shapes
 from helpers import checkpoint_saved, kill_when, run
 
 DET_CONFIG = 'configs/detection/demo/faster-rcnn_s14_fpn_1x_demo-shapes.py'

@@ -184,3 +184,20 @@ def test_the_tools_usage_lines_name_configs_that_exist():
             continue
         for path in re.findall(r'configs/[\w./*+-]+\.py', tool.read_text()):
             assert len(list(ROOT.glob(path))) == 1, (tool.name, path)
+
+
+def test_the_wheel_ships_the_library_only(setup_kwargs):
+    """The tools' and tests' support code (tools/resnest_tools) stays in the
+    repository: the wheel's packages are resnest_mm's, and importing it loads
+    nothing from tools/."""
+    packages = setup_kwargs['packages']
+    assert 'resnest_mm' in packages and 'resnest_mm.ops' in packages
+    assert all(p.split('.')[0] == 'resnest_mm' for p in packages), packages
+    code = ('import sys, resnest_mm; '
+            'print(sorted(m for m in sys.modules if "tools" in m))')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          capture_output=True,
+                          text=True,
+                          cwd=ROOT / 'tests',
+                          check=True)
+    assert 'resnest_tools' not in proc.stdout, proc.stdout

@@ -7,9 +7,9 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 from pycocotools.coco import COCO
 
-from resnest_mm.tooling.dataset_checks import (DatasetError,
-                                               check_coco_panoptic_dataset)
-from resnest_mm.tooling.demo_data import make_coco_panoptic_shapes
+from resnest_tools.dataset_checks import (DatasetError,
+                                          check_coco_panoptic_dataset)
+from resnest_tools.demo_data import make_coco_panoptic_shapes
 
 CLASSES = ('circle', 'square', 'triangle', 'background')
 

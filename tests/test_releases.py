@@ -15,7 +15,7 @@ from resnest.torch import ablation, resnest
 import resnest_mm
 from resnest_mm import releases
 from resnest_mm.releases import RELEASES, build_release
-from resnest_mm.tooling.references import authors_layer4
+from resnest_tools.references import authors_layer4
 from helpers import images, randomize_, rel_err
 
 AUTHORS_URLS = {**resnest.resnest_model_urls, **ablation.resnest_model_urls}

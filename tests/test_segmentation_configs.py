@@ -13,7 +13,7 @@ from mmseg.structures import SegDataSample
 
 import resnest_mm
 from resnest_mm.releases import RELEASES
-from resnest_mm.tooling.runner_setup import build_model
+from resnest_tools.runner_setup import build_model
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(ROOT.glob('configs/segmentation/**/*.py'))
@@ -267,7 +267,7 @@ def test_every_config_carries_mmsegs_tta():
     """--tta: mmseg's ratios 0.5-1.75 of the image, each with and without a
     horizontal flip, class probabilities averaged (SegTTAModel); the demos
     take them as they are, ratios of their small images."""
-    from resnest_mm.tooling.tta import describe_tta
+    from resnest_tools.tta import describe_tta
     for path in CONFIGS:
         cfg = Config.fromfile(path)
         assert cfg.tta_model.type == 'SegTTAModel', path
@@ -285,7 +285,7 @@ def test_scope_bases_resolve_where_the_distribution_has_another_name(
     mmengine's table gets wrong)."""
     from mmengine.config.utils import MODULE2PACKAGE
 
-    from resnest_mm.tooling.runner_setup import load_config
+    from resnest_tools.runner_setup import load_config
     monkeypatch.setitem(MODULE2PACKAGE, 'mmseg', 'renamed-mmsegmentation')
     config = tmp_path / 'deeplabv3.py'
     config.write_text("_base_ = 'mmseg::deeplabv3/"

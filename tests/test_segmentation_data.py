@@ -9,12 +9,12 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from resnest_mm.tooling.dataset_checks import DatasetError, check_datasets
-from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
-                                          make_cityscapes_scenes,
-                                          make_pascal_context_scenes)
-from resnest_mm.tooling.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
-from resnest_mm.tooling.demo_data.pascal_context_scenes import \
+from resnest_tools.dataset_checks import DatasetError, check_datasets
+from resnest_tools.demo_data import (make_ade20k_scenes,
+                                     make_cityscapes_scenes,
+                                     make_pascal_context_scenes)
+from resnest_tools.demo_data.ade20k_scenes import CLASSES as ADE_DRAWN
+from resnest_tools.demo_data.pascal_context_scenes import \
     CLASSES as CONTEXT_DRAWN
 from helpers import ROOT, run_unchecked, tool
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
-                                          make_cityscapes_scenes,
-                                          make_pascal_context_scenes)
-from resnest_mm.tooling.run_logs import read_scalars
+from resnest_tools.demo_data import (make_ade20k_scenes,
+                                     make_cityscapes_scenes,
+                                     make_pascal_context_scenes)
+from resnest_tools.run_logs import read_scalars
 from helpers import (ROOT, TINY_SEGMENTATION, flip_tta_of_mirror_image, run,
                      run_unchecked, tool)
 
@@ -202,9 +202,9 @@ def test_fine_tuning_reinitialises_both_classifiers_whole(trained):
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
 
-    from resnest_mm.tooling.fine_tuning import (checkpoint_state_dict,
-                                                compare_state_dicts)
-    from resnest_mm.tooling.runner_setup import build_model
+    from resnest_tools.fine_tuning import (checkpoint_state_dict,
+                                           compare_state_dicts)
+    from resnest_tools.runner_setup import build_model
     dataset, _, work, _ = trained
     if dataset != 'ade20k':
         pytest.skip('the fine-tuning demo config starts from ADE20K')

@@ -26,7 +26,7 @@ from stacks import (STACKS, build, clean_env, copy_checkout, find_python,
                     install_checkout)
 from zoo_upstream import our_configs
 
-from resnest_mm.tooling.demo_data import make_ade20k_scenes, make_coco_shapes
+from resnest_tools.demo_data import make_ade20k_scenes, make_coco_shapes
 from helpers import (ROOT, TINY_SEGMENTATION, free_port, kill_when,
                      tiny_detection_config)
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from mmdet.models.backbones.resnest import ResNeSt as MMDetUpstream
 
 from resnest_mm import ResNeSt
-from resnest_mm.tooling.runner_setup import finish_distributed
+from resnest_tools.runner_setup import finish_distributed
 from helpers import (TWO_STAGES, images, randomize_, rel_err,
                      saved_activation_bytes)
 

@@ -28,8 +28,8 @@ from resnest_mm import (RELEASES, CorruptCheckpointError, MMDetResNeSt,
                         resolve_checkpoint)
 from resnest_mm.layouts import AUTHORS, LAYOUTS, Layout
 from resnest_mm.releases import Release
-from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import load_converted, load_pretrained
+from resnest_tools.references import authors_layer4
 from helpers import images, randomize_, rel_err, run, tool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,17 +47,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 # isort: off
-from resnest_mm.tooling.benchmark.backbones import (  # noqa: E402
+from resnest_tools.benchmark.backbones import (  # noqa: E402
     LAYOUTS, benchmark_backbones, child_peak_memory)
-from resnest_mm.tooling.benchmark.detector import (  # noqa: E402
+from resnest_tools.benchmark.detector import (  # noqa: E402
     benchmark_detector)
-from resnest_mm.tooling.benchmark.measure import (  # noqa: E402
+from resnest_tools.benchmark.measure import (  # noqa: E402
     machine, matmul_peak_gflops)
-from resnest_mm.tooling.benchmark.models import (  # noqa: E402
+from resnest_tools.benchmark.models import (  # noqa: E402
     FUSED_SUFFIX, UPSTREAM_DEPTHS)
-from resnest_mm.tooling.benchmark.onnx_runtime import (  # noqa: E402
+from resnest_tools.benchmark.onnx_runtime import (  # noqa: E402
     benchmark_onnx, print_onnx)
-from resnest_mm.tooling.benchmark.report import print_table  # noqa: E402
+from resnest_tools.benchmark.report import print_table  # noqa: E402
 # isort: on
 
 

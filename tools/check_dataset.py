@@ -11,9 +11,8 @@ import sys
 
 from mmengine.config import DictAction
 
-from resnest_mm.tooling.dataset_checks import (CHECKS, DatasetError,
-                                               check_datasets)
-from resnest_mm.tooling.runner_setup import load_config
+from resnest_tools.dataset_checks import CHECKS, DatasetError, check_datasets
+from resnest_tools.runner_setup import load_config
 
 
 def main():

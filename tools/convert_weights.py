@@ -26,8 +26,8 @@ from resnest_mm import (ResNeSt, convert_checkpoint, load_checkpoint_safely,
                         resolve_checkpoint)
 from resnest_mm.architectures import read_architecture
 from resnest_mm.layouts import state_dict_of
-from resnest_mm.tooling.references import authors_layer4
 from resnest_mm.weights import key_summary, load_converted
+from resnest_tools.references import authors_layer4
 
 TOLERANCE = 1e-4  # fp32, relative to the largest output
 

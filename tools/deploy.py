@@ -35,7 +35,7 @@ from mmengine.config import Config
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from resnest_mm.safe_load import route_mmengine_loading  # noqa: E402
-from resnest_mm.tooling.runner_setup import load_config, task_of  # noqa: E402
+from resnest_tools.runner_setup import load_config, task_of  # noqa: E402
 
 DEPLOY_CONFIGS = Path(__file__).parents[1] / 'configs' / 'deploy'
 #: the task's default deploy config

@@ -64,8 +64,7 @@ def build_backbone(args):
 def build_from_config(args):
     from mmengine.runner import load_checkpoint
 
-    from resnest_mm.tooling.runner_setup import (build_model, load_config,
-                                                 task_of)
+    from resnest_tools.runner_setup import build_model, load_config, task_of
 
     # names the problem on a missing or scope-less config
     cfg = load_config(args.target)

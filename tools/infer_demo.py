@@ -28,7 +28,7 @@ from mmengine.utils import scandir
 
 import resnest_mm  # noqa: F401  (registers ResNeSt)
 from resnest_mm.safe_load import route_mmengine_loading
-from resnest_mm.tooling.runner_setup import load_config, task_of
+from resnest_tools.runner_setup import load_config, task_of
 
 #: what a folder's images may end with (mmdet's and mmcv's readers take these)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')

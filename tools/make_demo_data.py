@@ -16,11 +16,11 @@ Cityscapes, as the real one, then needs its training labels:
 import argparse
 import time
 
-from resnest_mm.tooling.demo_data import (make_ade20k_scenes,
-                                          make_cityscapes_scenes,
-                                          make_coco_panoptic_shapes,
-                                          make_coco_shapes,
-                                          make_pascal_context_scenes)
+from resnest_tools.demo_data import (make_ade20k_scenes,
+                                     make_cityscapes_scenes,
+                                     make_coco_panoptic_shapes,
+                                     make_coco_shapes,
+                                     make_pascal_context_scenes)
 
 GENERATORS = {
     'coco': make_coco_shapes,

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from resnest_mm.tooling.run_logs import read_scalars  # noqa: E402
+from resnest_tools.run_logs import read_scalars  # noqa: E402
 
 METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'mIoU',
                'mAcc')

@@ -32,12 +32,11 @@ from mmengine.runner import Runner
 import resnest_mm  # noqa: F401  (registers ResNeSt)
 from resnest_mm.downloads import download_checkpoint
 from resnest_mm.safe_load import route_mmengine_loading
-from resnest_mm.tooling.dataset_checks import check_datasets
-from resnest_mm.tooling.runner_setup import (add_common_args,
-                                             finish_distributed, load_config,
-                                             parse_args, setup_distributed,
-                                             task_of)
-from resnest_mm.tooling.tta import use_tta
+from resnest_tools.dataset_checks import check_datasets
+from resnest_tools.runner_setup import (add_common_args, finish_distributed,
+                                        load_config, parse_args,
+                                        setup_distributed, task_of)
+from resnest_tools.tta import use_tta
 
 
 def get_args():

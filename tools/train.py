@@ -19,12 +19,11 @@ from mmengine.runner import Runner
 
 import resnest_mm  # noqa: F401  (registers ResNeSt)
 from resnest_mm.safe_load import route_mmengine_loading
-from resnest_mm.tooling.dataset_checks import check_datasets
-from resnest_mm.tooling.fine_tuning import FineTuningReportHook
-from resnest_mm.tooling.runner_setup import (add_common_args,
-                                             finish_distributed,
-                                             latest_checkpoint, load_config,
-                                             parse_args, setup_distributed)
+from resnest_tools.dataset_checks import check_datasets
+from resnest_tools.fine_tuning import FineTuningReportHook
+from resnest_tools.runner_setup import (add_common_args, finish_distributed,
+                                        latest_checkpoint, load_config,
+                                        parse_args, setup_distributed)
 
 
 def get_args():

@@ -2,8 +2,6 @@
 task, distributed set-up."""
 import gc
 import glob
-import importlib.metadata
-import importlib.util
 import os
 import os.path as osp
 import zipfile
@@ -11,10 +9,11 @@ import zipfile
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.logging import print_log
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
+
+from resnest_mm import resolve_forked_scopes
 
 #: default_scope of a config -> the task it trains
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
@@ -51,7 +50,7 @@ def load_config(path, cfg_options=None, work_dir=None):
     The work dir is, by priority, ``work_dir``, the config's own, or
     ``work_dirs/<config name>``, as in mmdet's and mmseg's tools.
     ``mmdet::``/``mmseg::`` bases resolve to whichever distribution provides
-    the module (:func:`resolve_forked_scopes`).
+    the module (:func:`resnest_mm.resolve_forked_scopes`).
     """
     if not osp.isfile(path):
         raise FileNotFoundError(
@@ -68,31 +67,6 @@ def load_config(path, cfg_options=None, work_dir=None):
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(path))[0])
     return cfg
-
-
-def resolve_forked_scopes():
-    """Point mmengine's ``scope::`` config bases at the distribution that
-    provides each scope's module, where mmengine's own name for it is absent.
-
-    mmengine resolves ``mmseg::`` only through a distribution named
-    ``mmsegmentation``; OneDL's fork ships the same ``mmseg`` module as
-    ``onedl-mmsegmentation``, where such a base fails with "mmsegmentation is
-    not installed" (mmengine's table, ``MODULE2PACKAGE``, is changed in
-    place, for this process).
-    """
-    providers = importlib.metadata.packages_distributions()
-    for scope, package in MODULE2PACKAGE.items():
-        if not _installed(package) and providers.get(scope):
-            MODULE2PACKAGE[scope] = providers[scope][0]
-
-
-def _installed(dist):
-    """mmengine's test: a distribution, or a module, of that name."""
-    try:
-        importlib.metadata.distribution(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return importlib.util.find_spec(dist) is not None
 
 
 def task_of(cfg, path='the config'):

@@ -139,8 +139,7 @@ def build_with_backbone(config, upstream=False):
     built from the same backbone arguments instead of ours."""
     from mmengine.model import revert_sync_batchnorm
 
-    from resnest_mm.tooling.runner_setup import (build_model, load_config,
-                                                 task_of)
+    from resnest_tools.runner_setup import build_model, load_config, task_of
     cfg = load_config(str(config))
     model = build_model(cfg)
     if upstream:
