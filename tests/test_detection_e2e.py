@@ -4,6 +4,7 @@ Each tool runs as a user runs it, in its own process. One training run is
 killed after its first checkpoint and resumed; a 2-process torchrun run is
 compared with it.
 """
+import json
 import os
 import pickle
 import re
@@ -300,17 +301,23 @@ def test_compile_flag_compiles_the_train_step(tmp_path, data_root):
 
 
 def test_one_image_inference_demo(resumed_run, data_root, tmp_path):
+    """The trained run's checkpoint through mmdet's DetInferencer: a painted
+    image of the input's size and its predictions as JSON."""
     cfg, work, _ = resumed_run
     image = data_root / 'val2017' / '000000000001.jpg'
-    out = run(
+    run(
         tool('infer_demo.py') + [
-            str(image), cfg,
-            str(work / 'epoch_3.pth'), '--out',
-            str(tmp_path / 'result.jpg'), '--score-thr', '0'
+            cfg,
+            str(work / 'epoch_3.pth'),
+            str(image), '--out-dir',
+            str(tmp_path / 'out'), '--score-thr', '0'
         ])
-    assert 'objects above score 0.0' in out
     from PIL import Image
-    assert Image.open(tmp_path / 'result.jpg').size == (64, 64)
+    assert Image.open(tmp_path / 'out/vis' / image.name).size == (64, 64)
+    preds = json.loads(
+        (tmp_path / 'out/preds' / f'{image.stem}.json').read_text())
+    assert len(preds['labels']) == len(preds['scores']) == len(
+        preds['bboxes']) > 0
 
 
 @pytest.mark.parametrize('mutate,message', [
