@@ -256,9 +256,11 @@ def _inputs(tmp_path):
 
 
 def test_missing_mmdeploy_is_named_with_the_install_line(tmp_path):
-    # as if not installed, whatever this venv holds
-    code = ('import runpy, sys; sys.modules["mmdeploy"] = None; '
+    # as if not installed, whatever this venv holds; the script's folder
+    # first on sys.path, as `python tools/deploy.py` has it
+    code = ('import os, runpy, sys; sys.modules["mmdeploy"] = None; '
             'sys.argv = sys.argv[1:]; '
+            'sys.path.insert(0, os.path.dirname(sys.argv[0])); '
             'runpy.run_path(sys.argv[0], run_name="__main__")')
     proc = run_unchecked(
         [sys.executable, '-c', code,
