@@ -36,7 +36,9 @@ class DeepStem(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        layers = iter(self)
-        for conv, norm, act in zip(layers, layers, layers):
-            x = norm_act(conv(x), norm, act)
+        # indexed, not zip() over one iterator: torch 2.1's dynamo misreads
+        # that idiom and feeds every conv of the stem the first one's input
+        layers = list(self)
+        for i in range(0, len(layers), 3):
+            x = norm_act(layers[i](x), layers[i + 1], layers[i + 2])
         return x
