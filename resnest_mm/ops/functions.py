@@ -159,12 +159,12 @@ def weighted_sum_keeping_input(splits: Tensor, atten: Tensor,
     splits and rebuilding both splits and sum in backward."""
     node = _kept_state(splits)
     if node is None:
-        return weighted_split_sum(_by_radix(splits, radix), atten, radix)
+        return weighted_split_sum(by_radix(splits, radix), atten, radix)
     state = NormActState(*node.saved_tensors[:5])
     return _RecomputingWeightedSum.apply(splits, atten, node.rebuilt, *state)
 
 
-def _by_radix(splits: Tensor, radix: int) -> Tensor:
+def by_radix(splits: Tensor, radix: int) -> Tensor:
     """``(B, R*C, H, W) -> (B, R, C, H, W)``, a view.
 
     ``view``, not ``unflatten``: ONNX opset 11 has no export for the latter.
@@ -178,7 +178,7 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, splits, atten, rebuilt, *state):
         radix = atten.size(1)
-        out = weighted_split_sum(_by_radix(splits, radix), atten, radix)
+        out = weighted_split_sum(by_radix(splits, radix), atten, radix)
         ctx.save_for_backward(atten, *state)
         ctx.rebuilt, ctx.out_version = rebuilt, torch_api.version(out)
         return out
@@ -189,7 +189,7 @@ class _RecomputingWeightedSum(torch.autograd.Function):
         atten, *state = ctx.saved_tensors
         splits = ctx.rebuilt.get(NormActState(*state))
         return weighted_split_sum(
-            _by_radix(splits, atten.size(1)), atten, atten.size(1))
+            by_radix(splits, atten.size(1)), atten, atten.size(1))
 
     @staticmethod
     @once_differentiable
@@ -197,10 +197,10 @@ class _RecomputingWeightedSum(torch.autograd.Function):
         atten, *state = ctx.saved_tensors
         state = NormActState(*state)
         radix = atten.size(1)
-        splits = _by_radix(ctx.rebuilt.get(state), radix)  # (B, R, C, H, W)
+        splits = by_radix(ctx.rebuilt.get(state), radix)  # (B, R, C, H, W)
         grad = grad.unsqueeze(1)  # (B, 1, C, H, W)
         grad_splits = torch.empty_like(state.c)  # c's memory format
-        torch.mul(grad, atten, out=_by_radix(grad_splits, radix))
+        torch.mul(grad, atten, out=by_radix(grad_splits, radix))
         grad_atten = (splits * grad).sum((3, 4), keepdim=True)
         return (grad_splits, grad_atten, None, None, None, None, None, None)
 

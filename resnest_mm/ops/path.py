@@ -19,7 +19,7 @@ import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from . import torch_api
-from .functions import (RecomputedActivations, batch_norm_relu,
+from .functions import (RecomputedActivations, batch_norm_relu, by_radix,
                         max_pool_keeping_input, weighted_split_sum,
                         weighted_sum_keeping_input)
 from .self_check import agrees_with_plain_path
@@ -89,9 +89,7 @@ def weighted_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
     splits are rebuilt in backward from the conv output their norm kept."""
     if _active():
         return weighted_sum_keeping_input(splits, atten, radix)
-    splits = splits.view(
-        splits.size(0), radix, -1, splits.size(2), splits.size(3))
-    return weighted_split_sum(splits, atten, radix)
+    return weighted_split_sum(by_radix(splits, radix), atten, radix)
 
 
 class MaxPool2d(nn.MaxPool2d):
