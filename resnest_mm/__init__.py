@@ -1,15 +1,11 @@
 """resnest_mm: the ResNeSt backbone for mmdetection 3.x and mmsegmentation 1.x.
 
-Importing this package registers our ``ResNeSt`` as ``type='ResNeSt'`` in
-mmdet's and mmseg's model registries (whichever are installed), and lets
-``torch.load(weights_only=True)`` read mmengine's checkpoints (see
-:mod:`resnest_mm.safe_load`), which fixes resuming and testing under
-torch >= 2.6.
-It also registers ``PreciseBNHook`` (:mod:`resnest_mm.precise_bn`) in
-mmengine's hook registry.
+Importing it registers ``type='ResNeSt'`` in mmdet's and mmseg's model
+registries (whichever are installed) and ``PreciseBNHook`` in mmengine's, and
+lets ``torch.load(weights_only=True)`` read mmengine's checkpoints (torch >=
+2.6's resuming and testing; :mod:`resnest_mm.safe_load`).
 """
-# First import: it checks mmcv and mmengine, so that a missing or unfit one
-# gets an error that says what to install, not a bare ImportError.
+# First: it checks mmcv and mmengine, with an error that says what to install
 from . import dependencies  # noqa: F401
 from .backbone import ResNeSt
 from .bottleneck import ResNeStBottleneck

@@ -1,11 +1,6 @@
-"""Check at import that mmcv and mmengine are installed at versions that work.
-
-mmcv is not in ``install_requires`` (OpenMMLab's convention: pip must never
-pull, replace or rebuild a user's mmcv, whose compiled ops match their torch
-and CUDA; ``mim install`` reads requirements/mminstall.txt instead), so a
-missing or unfit mmcv is caught here, with a message that says what to
-install, as mmdet's ``__init__`` does. ``resnest_mm/__init__.py`` imports
-this module first, and importing it runs the check.
+"""Check at import that mmcv and mmengine are installed at versions that work,
+with a message that says what to install, as mmdet's ``__init__`` does: mmcv
+is not in ``install_requires`` (docs/install.md). Importing this runs it.
 """
 import importlib
 
@@ -39,12 +34,9 @@ def check_dependencies() -> None:
 
 
 def require_mmcv_ops(what: str) -> None:
-    """Import ``mmcv.ops`` (it registers DCN, DCNv2) or say to get full mmcv.
-
-    mmcv-lite ships ``mmcv/ops`` without its compiled ``mmcv._ext``, and
-    without this check building a DCN layer fails later with an unrelated
-    registry ``KeyError``.
-    """
+    """Import ``mmcv.ops`` (it registers DCN, DCNv2) or say to get full mmcv:
+    mmcv-lite's lacks ``mmcv._ext``, and DCN would fail later with a registry
+    ``KeyError``."""
     try:
         importlib.import_module('mmcv.ops')
     except ImportError as err:

@@ -1,11 +1,7 @@
-"""Precise BN: BatchNorm statistics recomputed over many training batches.
-
-During training each BatchNorm keeps an exponential moving average of batch
-statistics, dominated by the last few dozen batches and computed while the
-weights were still moving. detectron2's ``TEST.PRECISE_BN`` (200 batches,
-the authors' large recipes turn it on) recomputes them with the final weights,
-as a plain average over many batches; mmengine has no such hook, so this is
-it. ``custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]``.
+"""Precise BN: BatchNorm statistics recomputed with the final weights, as a
+plain average over many training batches rather than training's moving
+average (detectron2's ``TEST.PRECISE_BN``, which mmengine lacks).
+``custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]``.
 """
 import logging
 from itertools import islice
@@ -24,26 +20,14 @@ from .ops import BatchNormBase
 def recompute_bn_stats(model: torch.nn.Module,
                        batches: Iterable,
                        num_iters: int,
-                       logger: Optional[logging.Logger] = None) -> None:
-    """Set the running statistics of every BatchNorm that trains to their
-    average over ``num_iters`` batches.
+                       logger: Optional[logging.Logger] = None) -> int:
+    """Set the running mean and variance, ``(C,)``, of every BatchNorm that
+    trains after ``model.train()`` to their average over ``num_iters``
+    batches, as fvcore's ``update_bn_stats``; return how many norms changed.
 
-    As detectron2's (fvcore's ``update_bn_stats``): each batch's statistics
-    are what BN normalises that batch with in training (per-channel mean and
-    unbiased variance of its input, ``(C,)``), averaged cumulatively over the
-    batches. Only norms in training mode after ``model.train()`` change:
-    frozen stages and ``norm_eval`` norms keep theirs, as training kept them.
-    Weights are not touched (forwards run under ``no_grad``).
-
-    Args:
-        model: an mmengine ``BaseModel``; ``batches`` are what its
-            ``data_preprocessor`` takes (a dataloader's items), and each runs
-            through ``mode='loss'`` as in training.
-        batches: an iterable of at least ``num_iters`` batches.
-        num_iters: how many batches to average over.
-
-    Returns:
-        The number of BatchNorm layers updated.
+    ``model`` is an mmengine ``BaseModel``; each of ``batches`` (dataloader
+    items) runs through its ``data_preprocessor`` and ``mode='loss'``, under
+    ``no_grad``. Frozen and ``norm_eval`` norms keep their statistics.
     """
     was_training = model.training
     model.train()
@@ -78,9 +62,7 @@ def recompute_bn_stats(model: torch.nn.Module,
         raise ValueError(f'PreciseBN needs {num_iters} batches, the data '
                          f'gave {seen}; lower num_iters')
     for m, mean, var in zip(norms, means, variances):
-        # plain BN under DDP saw only its own rank's batches (SyncBN's
-        # statistics are already global: averaging them changes nothing);
-        # in place, and nothing when not distributed
+        # plain BN under DDP saw its rank's batches only (SyncBN's are global)
         all_reduce(mean, op='mean')
         all_reduce(var, op='mean')
         m.running_mean.copy_(mean)
@@ -102,11 +84,8 @@ class PreciseBNHook(Hook):
     the end of training, and every ``interval`` epochs (iterations for an
     iteration-based loop) if ``interval`` > 0.
 
-    detectron2 runs it before each evaluation and at the last iteration; its
-    recipes evaluate only at the end, so the default (``interval=0``) is the
-    end only. Priority ``ABOVE_NORMAL``: it runs before ``CheckpointHook``
-    saves, so the checkpoint (and the evaluation after it) holds the precise
-    statistics.
+    Priority ``ABOVE_NORMAL``: before ``CheckpointHook`` saves, so the
+    checkpoint and the evaluation after it hold the precise statistics.
     """
 
     priority = 'ABOVE_NORMAL'
@@ -135,7 +114,7 @@ class PreciseBNHook(Hook):
                 or self.is_last_train_iter(runner)):
             self._recompute(runner)
 
-    def _recompute(self, runner):
+    def _recompute(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         runner.logger.info(f'PreciseBN: recomputing BatchNorm statistics '

@@ -1,14 +1,9 @@
 """Put our ``ResNeSt`` in mmdet's and mmseg's model registries, in place of
-theirs.
+theirs, and resolve forks' ``mmseg::`` config bases.
 
-Each registry's ``MODELS`` lazily imports its own ``models`` package the first
-time it builds, and that import registers the upstream ``ResNeSt`` without
-``force``: it raises ``KeyError`` if the name is taken. So the upstream package
-is imported first (registering theirs), and ours then replaces it with
-``force=True``. Whichever side is imported first, ours ends up registered and
-both packages keep importing cleanly. A package that is not installed is
-skipped. Forks that ship ``mmseg`` under another distribution name get their
-``mmseg::`` config bases resolved too (:func:`resolve_forked_scopes`).
+Upstream's ``models`` package registers its ``ResNeSt`` without ``force``
+(``KeyError`` if the name is taken), so it is imported first and ours then
+replaces it with ``force=True``: either import order works.
 """
 import importlib
 import importlib.metadata
@@ -46,8 +41,7 @@ class MMSegResNeSt(ResNeSt):
             *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
 
 
-# package -> (module that registers upstream's ResNeSt, our class for that
-# registry)
+# package -> (module that registers upstream's ResNeSt, our class for it)
 _TARGETS = {
     'mmdet': ('mmdet.models', MMDetResNeSt),
     'mmseg': ('mmseg.models', MMSegResNeSt),
@@ -72,15 +66,10 @@ def register_all() -> List[str]:
 
 
 def resolve_forked_scopes() -> None:
-    """Point mmengine's ``scope::`` config bases at the distribution that
-    provides each scope's module, where mmengine's own name for it is absent.
-
-    mmengine resolves ``mmseg::`` only through a distribution named
-    ``mmsegmentation``; OneDL's fork ships the same ``mmseg`` module as
-    ``onedl-mmsegmentation``, where such a base fails with "mmsegmentation is
-    not installed" (mmengine's table, ``MODULE2PACKAGE``, is changed in
-    place, for this process). Call it before ``Config.fromfile``; our tools
-    do.
+    """Point mmengine's ``scope::`` config bases (``MODULE2PACKAGE``, in
+    place) at the distribution that provides each scope's module where
+    mmengine's name for it is absent, e.g. ``onedl-mmsegmentation`` for
+    ``mmseg``. Call it before ``Config.fromfile``; our tools do.
     """
     providers = importlib.metadata.packages_distributions()
     for scope, package in MODULE2PACKAGE.items():
@@ -89,7 +78,8 @@ def resolve_forked_scopes() -> None:
 
 
 def _installed(dist):
-    """mmengine's test: a distribution, or a module, of that name."""
+    """mmengine's ``is_installed`` without pkg_resources: a distribution, or
+    a module, of that name."""
     try:
         importlib.metadata.distribution(dist)
         return True

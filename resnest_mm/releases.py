@@ -1,20 +1,7 @@
 """The authors' released networks: one :class:`Release` record each in
-``RELEASES``, from which their short names, files and constructors come.
-
-``resnest50()`` ... ``resnest269()`` and the "fast" ablation networks
-``resnest50_fast_<R>s<K>x<W>d()`` (radix R, cardinality K, width W per
-group) build our ``ResNeSt`` with that release's settings, read from the
-authors' ``resnest`` 0.0.5 package (``resnest/torch/resnest.py`` and
-``ablation.py``). They are plain PyTorch modules: no mmdet or mmseg needed::
-
-    backbone = resnest50(pretrained=True, out_indices=(1, 2, 3))
-    backbone.out_channels  # (512, 1024, 2048)
-    backbone.out_strides  # (8, 16, 32)
-
-``pretrained=True`` loads the release's ImageNet weights by short name
-through :func:`~resnest_mm.weights.load_pretrained` (downloaded once into
-the torch hub cache, hash-checked on every use; offline, the error says
-which file to put where).
+``RELEASES``, and a plain PyTorch constructor for each (``resnest50()`` ...),
+with its settings from the authors' ``resnest`` 0.0.5 package
+(docs/plain_pytorch.md).
 """
 import difflib
 import inspect
@@ -30,8 +17,7 @@ from .architectures import STEM_CHANNELS
 if TYPE_CHECKING:
     from .backbone import ResNeSt
 
-# The authors' release files (the `resnest` 0.0.5 package fetches the same
-# files from s3.us-west-1.wasabisys.com/resnest/torch/).
+# The authors' release files (their package gets the same from wasabisys.com)
 RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
                'weights_step1/{}')
 # What a release fixes, in the order its errors name them.
@@ -49,9 +35,7 @@ class Release:
     """
     name: str  # the authors' constructor, and the short name of its weights
     depth: int
-    # the first 8 hex digits of the file's sha256, as torch.hub checks them:
-    # the `_model_sha256` tables of the authors' resnest.py and ablation.py
-    sha256: str
+    sha256: str  # the file's first 8 hex digits, the authors' _model_sha256
     radix: int = 2
     groups: int = 1
     base_width: int = 64
@@ -118,26 +102,17 @@ RELEASES = {
 def build_release(name: str,
                   pretrained: bool = False,
                   **overrides: Any) -> 'ResNeSt':
-    """Our ``ResNeSt`` with release ``name``'s settings, initialised.
+    """Our ``ResNeSt`` with release ``name``'s settings, initialised (so a
+    model holding it does not initialise it again).
 
     Args:
         name (str): A key of ``RELEASES``, e.g. ``'resnest50'``.
         pretrained (bool): Load the release's ImageNet weights (as
-            ``init_cfg=dict(type='Pretrained', checkpoint=name)``); else
-            the backbone's own initialisation (Kaiming, zeroed last norms).
+            ``init_cfg=dict(type='Pretrained', checkpoint=name)``).
         **overrides: Any other ``ResNeSt`` argument, e.g.
-            ``out_indices=(3,), frozen_stages=1``.
-
-    Returns the module with its weights set (``init_weights`` has run, so
-    an mmengine model that holds it does not initialise it again).
-
-    Raises ``TypeError`` for an argument ``ResNeSt`` does not take, or one
-    the release fixes (depth, stem width, radix, groups, base width,
-    avd_first): another network is ``ResNeSt(...)``, not this release.
+            ``out_indices=(3,)``; not one the release fixes (``TypeError``).
     """
-    # Here, not at the top: the backbone loads weights by short name, which
-    # reads this module's table.
-    from .backbone import ResNeSt
+    from .backbone import ResNeSt  # not at the top: it imports this module
     if name not in RELEASES:
         raise ValueError(f'unknown release {name!r}; releases: '
                          f'{", ".join(RELEASES)}')
@@ -153,10 +128,10 @@ def build_release(name: str,
     ]
     unknown = [k for k in overrides if k not in overridable]
     if unknown:
-        hints = ''.join(
-            f' ({k}: did you mean {close[0]}?)' for k in unknown
-            for close in [difflib.get_close_matches(k, overridable, 1)]
-            if close)
+        hints = ''
+        for k in unknown:
+            for close in difflib.get_close_matches(k, overridable, 1):
+                hints += f' ({k}: did you mean {close}?)'
         raise TypeError(
             f'{name}() got unknown arguments {", ".join(unknown)}{hints}; it '
             f'takes pretrained and these ResNeSt arguments: '
@@ -186,13 +161,9 @@ def build_release(name: str,
 
 
 class _NoParameterTable(logging.Filter):
-    """Drop mmengine's table of how each parameter was initialised.
-
-    Without a log file, ``init_weights`` logs it to the console, one INFO
-    record per parameter (each starting with a newline): over 1000 for
-    ResNeSt-50, noise in a plain PyTorch program. Other records (the load
-    report of :func:`~resnest_mm.weights.load_pretrained`) pass.
-    """
+    """Drop mmengine's per-parameter initialisation table: one INFO record
+    per parameter, each starting with a newline (over 1000 for ResNeSt-50)
+    on the console. Other records (the load report) pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno == logging.INFO
@@ -200,10 +171,8 @@ class _NoParameterTable(logging.Filter):
 
 
 def _constructor(name: str) -> Callable[..., 'ResNeSt']:
-    """Release ``name``'s constructor, named and documented from its record,
-    so that its facts stay there; assigned to a module-level name of its own
-    so that imports, ``help`` and pickling see it as written (a test checks
-    one per record)."""
+    """Release ``name``'s constructor, named and documented from its record;
+    each is a module-level name of its own, for imports and pickling."""
 
     def constructor(pretrained: bool = False, **kwargs: Any) -> 'ResNeSt':
         return build_release(name, pretrained, **kwargs)

@@ -1,22 +1,9 @@
-"""The package version, in the one place setup.py and ``resnest_mm`` read it.
+"""The package version, in the one place: setup.py executes this file, as
+importing the package would need its dependencies installed."""
+import re
 
-setup.py executes this file rather than importing the package, which would
-need torch, mmcv and mmengine installed before installing them.
-"""
 __version__ = '0.1.0'
-
-
-def parse_version_info(version_str: str) -> tuple:
-    """``'0.1.0rc1'`` -> ``(0, 1, 0, 'rc1')``, as mmdet's ``version_info``."""
-    version_info = []
-    for x in version_str.split('.'):
-        if x.isdigit():
-            version_info.append(int(x))
-        elif x.find('rc') != -1:
-            patch_version = x.split('rc')
-            version_info.append(int(patch_version[0]))
-            version_info.append(f'rc{patch_version[1]}')
-    return tuple(version_info)
-
-
-version_info = parse_version_info(__version__)
+# '0.1.0rc1' -> (0, 1, 0, 'rc1'), as mmdet's version_info
+version_info = tuple(
+    int(part) if part.isdigit() else part
+    for part in re.findall(r'\d+|rc\d+', __version__))
