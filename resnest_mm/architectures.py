@@ -1,9 +1,6 @@
-"""What makes each ResNeSt network: blocks per stage and stem width of each
-depth, and the architecture a state dict (in our keys) was made by.
-
-The backbone builds its stages from these facts, and weight loading reads a
-checkpoint's architecture back and checks it against a model with them, so
-both live here.
+"""Blocks per stage and stem width of each ResNeSt depth, and the
+architecture a state dict (in our keys) was made by: the backbone is built
+from these facts, and a checkpoint is checked against a model with them.
 """
 import re
 from collections import Counter
@@ -25,20 +22,10 @@ STAGE_BLOCKS = {
     269: (3, 30, 48, 8),
 }
 
-# depth: the authors' deep-stem output channels (twice their ``stem_width``):
-# 64 in their ResNeSt-50 release, 128 in 101, 200 and 269 (resnest/torch/
-# resnest.py). Depths without a release follow that rule: 14 and 26 as
-# timm's resnest14d/26d, 152 as its neighbours. The releases
-# (:mod:`resnest_mm.releases`), tools and tests all read it here.
-STEM_CHANNELS = {
-    14: 64,
-    26: 64,
-    50: 64,
-    101: 128,
-    152: 128,
-    200: 128,
-    269: 128,
-}
+# depth: the authors' deep-stem output channels (twice their stem_width): 64
+# up to ResNeSt-50, 128 from 101 on (resnest/torch/resnest.py; timm's
+# resnest14d/26d).
+STEM_CHANNELS = {depth: 64 if depth <= 50 else 128 for depth in STAGE_BLOCKS}
 
 _DEPTHS = {blocks: depth for depth, blocks in STAGE_BLOCKS.items()}
 
@@ -118,14 +105,11 @@ def check_architecture(arch: Architecture, model: 'ResNeSt') -> None:
             f'has stem_channels={model.stem_channels}: '
             f'set stem_channels={arch.stem_channels} '
             f'(the authors use 64 for ResNeSt-50 and 128 from ResNeSt-101 on)')
-    if arch.radix != model.radix:
-        problems.append(
-            f'checkpoint has radix={arch.radix}, model radix={model.radix}: '
-            f'set radix={arch.radix}')
-    if arch.groups != model.groups:
-        problems.append(
-            f'checkpoint has groups={arch.groups}, '
-            f'model groups={model.groups}: set groups={arch.groups}')
+    for name in ('radix', 'groups'):
+        theirs, ours = getattr(arch, name), getattr(model, name)
+        if theirs != ours:
+            problems.append(f'checkpoint has {name}={theirs}, model '
+                            f'{name}={ours}: set {name}={theirs}')
     if problems:
         raise ValueError('checkpoint does not fit the model: ' +
                          '; '.join(problems))

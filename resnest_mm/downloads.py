@@ -1,9 +1,9 @@
 """Where a checkpoint comes from: a release's short name, an ``open-mmlab://``
 name, an http(s) URL or a path, made a local file.
 
-Downloads are cached where mmengine's are, so that either finds the other's
-files, and a release file's hash is checked on every use, not only on
-download, so that a truncated copy cannot load.
+Downloads are cached where mmengine's are, so either finds the other's files;
+a release file's hash is checked on every use, so a truncated copy cannot
+load.
 """
 import hashlib
 import os
@@ -17,12 +17,8 @@ from mmengine.runner.checkpoint import (_get_mmengine_home,
 
 from .releases import RELEASES
 
-# mmdet's and mmseg's ResNeSt configs name their ImageNet weights
-# open-mmlab://resnest50 (101, 200); mmengine maps these to OpenMMLab's own
-# files (``resnest50_d2-7497a55b.pth`` ...: the authors' weights in mmdet's
-# keys, under ``state_dict``), from which mmdet's published APs were trained.
-# They are resolved through mmengine's own tables, as its
-# ``load_from_openmmlab`` does.
+# The names of OpenMMLab's own ResNeSt files in mmdet's and mmseg's configs
+# (open-mmlab://resnest50 ...), resolved through mmengine's tables.
 OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
 
 
@@ -34,7 +30,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     checkpoint = os.fspath(checkpoint)
     if checkpoint in RELEASES:
         release = RELEASES[checkpoint]
-        return _cached_download(release.url, release.sha256)
+        return download_checkpoint(release.url, release.sha256)
     if checkpoint.startswith(OPENMMLAB_SCHEMES):
         return _openmmlab_file(checkpoint)
     if checkpoint.startswith(('http://', 'https://')):
@@ -47,20 +43,10 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
         f'open-mmlab:// name, or one of {sorted(RELEASES)}.')
 
 
-def download_checkpoint(url: str) -> str:
-    """The torch hub cache's copy of the file at ``url``, downloaded if
-    absent: where mmengine's ``load_from_http`` puts it."""
-    return _cached_download(url)
-
-
 def _openmmlab_file(checkpoint: str) -> str:
-    """The file mmengine's ``load_from_openmmlab`` reads for ``checkpoint``.
-
-    mmengine's tables give the URL (``mmengine/hub/openmmlab.json``, updated
-    by ``$MMENGINE_HOME/open_mmlab.json``, deprecated names renamed); a URL
-    is cached in the torch hub cache, anything else is a path under
-    mmengine's home. No hash is checked, as mmengine checks none.
-    """
+    """The file mmengine's ``load_from_openmmlab`` reads for ``checkpoint``:
+    a URL from its tables, cached in the torch hub cache, or a path under
+    mmengine's home. No hash is checked, as mmengine checks none."""
     name = checkpoint.split('://', 1)[1]
     name = get_deprecated_model_names().get(name, name)
     urls = get_external_models()
@@ -80,10 +66,10 @@ def _openmmlab_file(checkpoint: str) -> str:
     return path
 
 
-def _cached_download(url: str, hash_prefix: str | None = None) -> str:
-    """The torch hub cache's copy of ``url``, downloaded if absent; its
-    sha256 must start with ``hash_prefix``, if given, on download and on
-    every use."""
+def download_checkpoint(url: str, hash_prefix: str | None = None) -> str:
+    """The torch hub cache's copy of ``url`` (where mmengine's
+    ``load_from_http`` puts it), downloaded if absent; its sha256 must start
+    with ``hash_prefix``, if given, on download and on every use."""
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
     if os.path.isfile(path):

@@ -1,14 +1,14 @@
 """Checkpoint layouts: which one a checkpoint is in, and its backbone in our
 keys (which are mmdet's and mmseg's).
 
-A layout is one :class:`Layout` record in ``LAYOUTS``: its name, example
-keys, where the backbone sits (``prefix``) and how the implementation names
-its keys (a :class:`KeyScheme`: marker keys, classifier, renaming).
-Detection tries the records in order, so adding a layout is adding a record.
+Each layout is one :class:`Layout` record in ``LAYOUTS``, tried in order, so
+adding a layout is adding a record.
 """
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+import torch
 
 StateDict = dict[str, Any]
 
@@ -18,8 +18,7 @@ class KeyScheme:
     """How one implementation names a ResNeSt's keys."""
     name: str
     # keys every backbone of it has: its first stem conv, and layer1's first
-    # split-attention conv (which tells a ResNeSt from a ResNet, whose 3x3
-    # conv is conv2.weight)
+    # split-attention conv (a ResNet's 3x3 conv is conv2.weight)
     markers: tuple[str, ...]
     rename: Callable[[StateDict], StateDict]  # its backbone's keys -> ours
     classifier: tuple[str, ...] = ()  # key prefixes of its classifier
@@ -42,12 +41,10 @@ class Layout:
 class Converted:
     """A checkpoint's backbone in our keys, and where it came from."""
     state_dict: StateDict
-    layout: str  # which layout was found, e.g. "authors' release / timm"
-    # where the backbone's keys sat in the source, e.g. 'backbone.'
-    prefix: str
-    scheme: str  # how the source named them: a KeyScheme's name
-    # keys of the source that are not backbone weights (classifier, heads)
-    dropped: list[str]
+    layout: str  # the found layout's name
+    prefix: str  # where the backbone's keys sat, e.g. 'backbone.'
+    scheme: str  # the KeyScheme's name
+    dropped: list[str]  # source keys that are not backbone weights
 
 
 def _rename_authors(state_dict: StateDict) -> StateDict:
@@ -93,14 +90,9 @@ _DETECTRON2_BLOCK = (
 
 
 def _rename_detectron2(state_dict: StateDict) -> StateDict:
-    """Rename the authors' detectron2 keys to ours.
-
-    The stem's ``conv1_{1,2,3}`` (each with its ``.norm``) are our
-    ``stem.0/1``, ``stem.3/4``, ``stem.6/7``; stage ``resN`` is ``layerN-1``.
-    A DCN block's offset conv (``conv2_offset``) is grouped by deformable
-    group where mmcv's ``conv_offset`` is dense: it becomes the equal dense
-    conv, zero between groups (:func:`_densify_offset_conv`).
-    """
+    """``stem.conv1_{1,2,3}`` (and ``.norm``) are our ``stem.0/1``, ``3/4``,
+    ``6/7``; ``resN`` is ``layerN-1``; a DCN offset conv, grouped by
+    deformable group, becomes mmcv's dense one."""
     out = {}
     for key, value in state_dict.items():
         stem = re.match(r'stem\.conv1_(\d)\.(norm\.)?(.*)', key)
@@ -125,17 +117,11 @@ def _rename_detectron2(state_dict: StateDict) -> StateDict:
 
 def _densify_offset_conv(weight, in_channels):
     """A grouped conv's weight ``(out, in / groups, kh, kw)`` as the equal
-    dense conv's ``(out, in, kh, kw)``: group g's block on the diagonal,
-    zeros elsewhere."""
+    dense conv's ``(out, in, kh, kw)``: zero between groups."""
     groups = in_channels // weight.shape[1]
-    if groups == 1:
-        return weight
-    dense = weight.new_zeros(weight.shape[0], in_channels, *weight.shape[2:])
-    rows, cols = weight.shape[0] // groups, weight.shape[1]
-    for g in range(groups):
-        dense[g * rows:(g + 1) * rows,
-              g * cols:(g + 1) * cols] = weight[g * rows:(g + 1) * rows]
-    return dense
+    block = weight.new_ones(weight.shape[0] // groups, weight.shape[1])
+    diagonal = torch.block_diag(*[block] * groups)  # (out, in)
+    return weight.repeat(1, groups, 1, 1) * diagonal[..., None, None]
 
 
 _SPLIT_ATTENTION = 'layer1.0.conv2.conv.weight'
@@ -161,25 +147,21 @@ LAYOUTS = (
         'fc.weight'),
     Layout(
         'backbone.', MMPRETRAIN, 'mmpretrain classifier',
-        'backbone.stem.0.conv.weight, backbone.layer1.0.conv2.conv.weight, '
-        'head.fc.weight (optionally inside "state_dict")'),
+        'backbone.stem.0.conv.weight, '
+        'backbone.layer1.0.conv2.conv.weight, head.fc.weight'),
     Layout(
         'backbone.', OURS, 'mmdet/mmseg model',
-        '"state_dict": backbone.stem.0.weight, '
-        'backbone.layer1.0.conv2.conv.weight, neck.*, '
-        'rpn_head.* / roi_head.* / decode_head.*'),
+        'backbone.stem.0.weight, backbone.layer1.0.conv2.conv.weight, '
+        'neck.*, rpn_head.* / roi_head.* / decode_head.*'),
     Layout(
-        '', OURS,
-        "ours (resnest_mm, an mmdet/mmseg ResNeSt backbone, OpenMMLab's "
-        'open-mmlab://resnest* files)',
-        'stem.0.weight, layer1.0.conv2.conv.weight '
-        '(optionally inside "state_dict")'),
+        '', OURS, "ours (resnest_mm, an mmdet/mmseg ResNeSt backbone, "
+        "OpenMMLab's open-mmlab://resnest* files)",
+        'stem.0.weight, layer1.0.conv2.conv.weight'),
     Layout(
         'backbone.bottom_up.', DETECTRON2,
-        "detectron2 model (the authors' resnest*_detectron ImageNet files, "
-        'detectron2-ResNeSt detectors)', '(optionally inside "model") '
+        "detectron2 model (the authors' resnest*_detectron ImageNet "
+        'files, detectron2-ResNeSt detectors)',
         'backbone.bottom_up.stem.conv1_1.weight, '
-        'backbone.bottom_up.res2.0.conv1.norm.weight, '
         'backbone.bottom_up.res2.0.conv2.conv.weight, '
         'backbone.fpn_*, roi_heads.*'),
     Layout(
@@ -258,5 +240,5 @@ def state_dict_of(checkpoint: Any) -> StateDict | None:
 
 def _expected_layouts() -> str:
     rows = '; '.join(f'{layout.name}: {layout.keys}' for layout in LAYOUTS)
-    return ('Expected the weights of a ResNeSt in one of these layouts: '
-            f'{rows}.')
+    return ('Expected the weights of a ResNeSt (at the top, or under '
+            f'"state_dict" or "model") in one of these layouts: {rows}.')

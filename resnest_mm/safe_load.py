@@ -1,24 +1,11 @@
-"""Checkpoint loading that cannot run code, and that still reads mmengine's
-checkpoints, on every supported torch.
+"""Checkpoint loading that cannot run code, yet reads mmengine's checkpoints,
+on every supported torch (docs/weights.md, "Is loading a checkpoint safe?").
 
-``torch.load(weights_only=True)`` rebuilds only tensors, containers and
-allowlisted globals, so a file cannot run code while it loads. Since torch
-2.6 that is the default, and mmengine's own checkpoints stopped loading
-(``UnpicklingError ... HistoryBuffer``): their ``message_hub`` holds
-``HistoryBuffer`` objects of numpy arrays and scalars.
-:func:`allow_mmengine_checkpoints` (run when ``resnest_mm`` is imported)
-allowlists exactly those objects, so mmengine's ``--resume`` and test-time
-loading work again, still with ``weights_only=True``; nothing else is admitted.
-
-Before torch 2.6 torch's weights-only unpickler cannot be extended that way
-(``add_safe_globals`` arrived in 2.4, its ``(obj, name)`` pairs in 2.6), so
-:func:`load_checkpoint_safely` passes torch an allowlisting unpickler instead
-(:class:`AllowlistUnpickler`): it builds exactly what torch's weights-only
-unpickler admits plus the same mmengine objects, and refuses any other global
-before anything runs. :func:`route_mmengine_loading` sends mmengine's own
-local-file loads (``load_from``, ``--resume``, testing) through it.
-``.safetensors`` files (the format of timm's and other hubs' weights) hold
-only tensors by design and are read with the ``safetensors`` package.
+On torch >= 2.6 ``torch.load(weights_only=True)`` reads them once
+:data:`MMENGINE_SAFE_GLOBALS` is added to torch's allowlist. Before 2.6 that
+allowlist cannot be extended, so torch is handed :class:`AllowlistUnpickler`,
+which admits the same globals and refuses any other before it runs.
+``.safetensors`` files hold only tensors and are read with safetensors.
 """
 import _compat_pickle
 import codecs
@@ -62,12 +49,8 @@ class CorruptCheckpointError(RuntimeError):
 
 
 def _history_buffer_statistic(owner, name):
-    """Stands in for ``builtins.getattr`` while unpickling: admits only
-    HistoryBuffer's methods.
-
-    The real ``getattr`` would let a file reach any attribute of anything
-    the unpickler can build; mmengine checkpoints only need these four.
-    """
+    """``builtins.getattr`` while unpickling, for HistoryBuffer's statistics
+    only: the real one would reach any attribute of anything."""
     if owner is HistoryBuffer and name in _STATISTICS:
         return getattr(owner, name)
     raise pickle.UnpicklingError(
@@ -81,25 +64,21 @@ def _numeric_dtype_classes():
     return sorted({type(np.dtype(c)) for c in codes}, key=lambda t: t.__name__)
 
 
-# What `torch.serialization.get_unsafe_globals_in_checkpoint` finds in a
-# checkpoint written by mmengine 0.10.7's Runner (numpy 2; numpy 1 names the
-# module numpy.core), besides what torch 2.13 admits by default; and two that
-# torch 2.13 admits by default but the 2.1 of the frozen stack does not.
+# The globals of a checkpoint of mmengine 0.10.7's Runner that torch 2.13
+# does not admit by default (found with get_unsafe_globals_in_checkpoint),
+# plus Counter (MultiStepLR's milestones) and _codecs.encode (numpy 1.x's
+# array bytes), which torch 2.1 does not admit. Objects or (object, name).
 MMENGINE_SAFE_GLOBALS = [
     HistoryBuffer,
-    (codecs.encode, '_codecs.encode'),  # numpy 1.x pickles array bytes so
-    collections.Counter,  # the milestones of MultiStepLR's state
+    (codecs.encode, '_codecs.encode'),
+    collections.Counter,
     (_history_buffer_statistic, 'builtins.getattr'),
-    np.ndarray,  # the history arrays
+    np.ndarray,
     np.dtype,
-    *_numeric_dtype_classes(
-    ),  # the class of each dtype instance, which the unpickler builds
-    *[
-        (getattr(multiarray, fn), f'{module}.multiarray.{fn}')
-        for fn in ('_reconstruct',
-                   'scalar')  # arrays; scalars such as np.float64
-        for module in ('numpy._core', 'numpy.core')
-    ],
+    *_numeric_dtype_classes(),
+    *[(getattr(multiarray, fn), f'{module}.multiarray.{fn}')
+      for fn in ('_reconstruct', 'scalar')
+      for module in ('numpy._core', 'numpy.core')],
 ]
 
 #: whether torch's weights-only unpickler takes our allowlist (torch >= 2.6)
@@ -109,48 +88,35 @@ WEIGHTS_ONLY_EXTENSIBLE = digit_version(
 
 def allow_mmengine_checkpoints() -> None:
     """Let every ``weights_only`` load in this process read mmengine
-    checkpoints (torch >= 2.6; before, torch's own loads are not weights-only
-    by default, and there is nothing to extend)."""
+    checkpoints (torch >= 2.6; a no-op before)."""
     if WEIGHTS_ONLY_EXTENSIBLE:
         torch.serialization.add_safe_globals(MMENGINE_SAFE_GLOBALS)
 
 
-def _named(entry):
-    """``(name, object)`` of an ``add_safe_globals`` entry: an object, or
-    ``(object, name)``."""
-    if isinstance(entry, tuple):
-        return entry[1], entry[0]
-    return f'{entry.__module__}.{entry.__qualname__}', entry
-
-
 @functools.lru_cache(maxsize=None)
 def _allowed_globals():
-    """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds.
-
-    Read only where the allowlisting unpickler is used (torch < 2.6), not at
-    import.
-    """
-    return {
-        **weights_only_globals(),
-        **dict(map(_named, MMENGINE_SAFE_GLOBALS))
-    }
+    """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds
+    (read on first use, not at import)."""
+    allowed = dict(weights_only_globals())
+    for entry in MMENGINE_SAFE_GLOBALS:
+        obj, name = entry if isinstance(
+            entry, tuple) else (entry,
+                                f'{entry.__module__}.{entry.__qualname__}')
+        allowed[name] = obj
+    return allowed
 
 
 class AllowlistUnpickler(pickle.Unpickler):
-    """A pickle unpickler that finds only allowlisted globals: what torch's
-    weights-only unpickler admits on this torch, and
-    :data:`MMENGINE_SAFE_GLOBALS`.
+    """An unpickler that finds only what torch's weights-only unpickler admits
+    on this torch and :data:`MMENGINE_SAFE_GLOBALS`.
 
-    Every global of a pickle, whichever opcode names it, is looked up through
-    :meth:`find_class`, so an object outside the list is refused before it is
-    built or called (the standard way to restrict unpickling; see the
-    ``pickle`` docs, "Restricting Globals"). torch resolves its storage
-    types itself.
+    Every global passes through :meth:`find_class`, so anything else is
+    refused before it is built or called (``pickle`` docs, "Restricting
+    Globals"). torch resolves its storage types itself.
     """
 
     def find_class(self, module, name):
-        # Python 2 names, as pickle's own find_class maps them (torch writes
-        # protocol 2: builtins are pickled as __builtin__)
+        # Python 2 names, as pickle maps them (protocol 2 has __builtin__)
         module, name = _compat_pickle.NAME_MAPPING.get(
             (module, name),
             (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
@@ -174,9 +140,8 @@ class _AllowlistPickle:
 
 def _torch_load(path, map_location):
     if WEIGHTS_ONLY_EXTENSIBLE:
-        # again at each load: a torch.serialization.safe_globals context
-        # removes its globals from torch's set on exit, ours among them where
-        # they overlap (OneDL's mmengine wraps each of its loads in one)
+        # at each load: a torch.serialization.safe_globals context (OneDL's
+        # mmengine opens one per load) removes ours from torch's on exit
         allow_mmengine_checkpoints()
         return torch.load(path, map_location=map_location, weights_only=True)
     return torch.load(
@@ -187,14 +152,12 @@ def _torch_load(path, map_location):
 
 
 def route_mmengine_loading() -> None:
-    """Make mmengine read checkpoints with :func:`load_checkpoint_safely`
-    (``load_from``, ``resume``, testing): local files, http(s) URLs and
-    ``open-mmlab://`` names, fetched as mmengine fetches them.
+    """Make mmengine read local files, http(s) URLs and ``open-mmlab://``
+    names (``load_from``, ``resume``, testing) with
+    :func:`load_checkpoint_safely`, for the rest of the process.
 
-    Before torch 2.6 mmengine's own load unpickles freely, and OneDL's
-    mmengine falls back to that when the weights-only load refuses a file:
-    this is what keeps code in a file from running. Our tools call it; the
-    change lasts for the process.
+    Before torch 2.6, and in OneDL's mmengine when weights-only refuses a
+    file, mmengine unpickles freely; our tools call this.
     """
 
     def load(filename, map_location):
@@ -227,11 +190,13 @@ def load_checkpoint_safely(path: Union[str, os.PathLike],
     try:
         return _torch_load(path, map_location)
     except pickle.UnpicklingError as err:
-        reason = _unpickler_reason(err)
-        refusal = _REFUSAL.search(reason)
+        # the unpickler's one-line reason inside torch's long message
+        found = re.search(r'WeightsUnpickler error:\s*([^\n]+)', str(err))
+        damage = found[1] if found else str(err).splitlines()[0]
+        refusal = _REFUSAL.search(damage)
         if refusal:
-            what = (f'the pickled global {refusal.group(1)}'
-                    if refusal.group(1) else f'a pickled object ({reason})')
+            what = (f'the pickled global {refusal[1]}'
+                    if refusal[1] else f'a pickled object ({damage})')
             allowlist = (' or allowlist that global with '
                          'torch.serialization.add_safe_globals'
                          if WEIGHTS_ONLY_EXTENSIBLE else '')
@@ -242,10 +207,7 @@ def load_checkpoint_safely(path: Union[str, os.PathLike],
                 f'source, load it once in a trusted environment with '
                 f'torch.load(path, weights_only=False) and save only its '
                 f'tensors{allowlist}.') from None
-        # a stream the unpickler cannot parse, e.g. an unknown opcode
-        damage = reason
-    except Exception as err:
-        # each kind of damage fails differently inside torch.load
+    except Exception as err:  # each kind of damage fails differently
         damage = f'{type(err).__name__}: {err}'
     raise _corrupt(path, 'PyTorch checkpoint', damage)
 
@@ -272,10 +234,3 @@ def _corrupt(path, kind, damage):
         f'{path} is not a readable {kind} ({damage}). It is probably '
         f'truncated or corrupt, e.g. by an interrupted download or copy: '
         f'fetch or copy it again. Nothing in it was run.')
-
-
-def _unpickler_reason(err):
-    """The weights-only unpickler's own one-line reason inside torch's long
-    message."""
-    match = re.search(r'WeightsUnpickler error:\s*([^\n]+)', str(err))
-    return match.group(1) if match else str(err).splitlines()[0]

@@ -1,11 +1,8 @@
 """Pretrained weights loaded into a model, checked first and reported.
 
-:func:`load_pretrained` (what ``init_cfg=dict(type='Pretrained', ...)``
-runs) fetches (:mod:`~resnest_mm.downloads`), reads safely, converts
-(:mod:`~resnest_mm.layouts`) and loads through :func:`load_converted`, which
-refuses a checkpoint that does not fit the model or lacks weights it needs
-before loading anything: mmengine's loader loads what fits and only logs
-the rest, which can leave a backbone silently random.
+A checkpoint that does not fit the model, or lacks weights it needs, is
+refused before anything loads: mmengine's loader loads what fits and only
+logs the rest, which can leave a backbone silently random.
 """
 import logging
 import os
@@ -40,38 +37,28 @@ class LoadReport:
     layout: str
     architecture: Architecture
     dropped: list[str]  # source keys that are not backbone weights
-    # model keys ImageNet weights cannot hold (DCN offsets, plugins): kept
-    missing: list[str]
+    missing: list[str]  # model keys not in the checkpoint: kept as they are
     unexpected: list[str]  # checkpoint keys the model lacks: not loaded
 
     def __str__(self) -> str:
-        lines = [
+        notes = ((self.dropped, f'left out {len(self.dropped)} keys that are '
+                  'not backbone weights'),
+                 (self.missing, 'not in the checkpoint, kept as initialised'),
+                 (self.unexpected, 'not in the model, not loaded'))
+        return '; '.join([
             f'loaded {self.source}: {self.layout} layout, '
             f'{self.architecture.name}'
-        ]
-        if self.dropped:
-            lines.append(
-                f'left out {len(self.dropped)} keys that are not backbone '
-                f'weights: {key_summary(self.dropped)}')
-        if self.missing:
-            lines.append(f'not in the checkpoint, kept as initialised: '
-                         f'{key_summary(self.missing)}')
-        if self.unexpected:
-            lines.append(
-                f'not in the model, not loaded: {key_summary(self.unexpected)}'
-            )
-        return '; '.join(lines)
+        ] + [f'{what}: {key_summary(keys)}' for keys, what in notes if keys])
 
 
 def load_converted(model: 'ResNeSt',
                    converted: Converted,
                    source: str = 'checkpoint') -> LoadReport:
-    """Check ``converted`` against ``model``, load it, and log what was found
-    and left out.
+    """Check ``converted`` against ``model``, load it, and log and return a
+    :class:`LoadReport`.
 
     Raises ``ValueError``, leaving the model untouched, if the architecture
-    differs, if weights of the plain network are missing or if shapes
-    differ. Returns a :class:`LoadReport`, which is also logged.
+    differs, if weights of the plain network are missing or if shapes differ.
     """
     state_dict = converted.state_dict
     arch = read_architecture(state_dict)
