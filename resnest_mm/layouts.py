@@ -173,18 +173,11 @@ LAYOUTS = (
 
 def convert_checkpoint(checkpoint: Any,
                        prefix: str | None = None) -> Converted:
-    """Find the layout of a loaded checkpoint and return its backbone in our
-    keys.
+    """Find the layout of a loaded checkpoint (see :func:`state_dict_of`)
+    and return its backbone in our keys; ``prefix`` says where the backbone
+    sits if neither at the top nor under ``backbone.``.
 
-    Args:
-        checkpoint (dict): What ``torch.load`` returned: a state dict, or a
-            dict with one under ``'state_dict'`` (mmengine's checkpoints) or
-            ``'model'`` (detectron2's).
-        prefix (str, optional): Where the backbone keys sit, if neither at
-            the top nor under ``backbone.``.
-
-    Raises:
-        ValueError: no known layout; the message lists them.
+    Raises ``ValueError`` listing the known layouts if none fits.
     """
     state_dict = state_dict_of(checkpoint)
     if not isinstance(state_dict, dict):

@@ -32,8 +32,7 @@ except ImportError:
 
 # HistoryBuffer pickles its statistics methods as getattr(HistoryBuffer, name).
 _STATISTICS = ('min', 'max', 'current', 'mean')
-# The weights-only unpickler's reasons for refusing an object (not a damaged
-# stream).
+# The weights-only unpickler's reasons for refusing an object (no damage).
 _REFUSAL = re.compile(
     r'GLOBAL (\S+)|Trying to call reduce|Can only (?:create|build)|'
     r'builtins\.getattr is allowed only')
@@ -99,23 +98,17 @@ def _allowed_globals():
     (read on first use, not at import)."""
     allowed = dict(weights_only_globals())
     for entry in MMENGINE_SAFE_GLOBALS:
-        obj, name = entry if isinstance(
-            entry, tuple) else (entry,
-                                f'{entry.__module__}.{entry.__qualname__}')
-        allowed[name] = obj
+        obj, name = entry if isinstance(entry, tuple) else (entry, None)
+        allowed[name or f'{obj.__module__}.{obj.__qualname__}'] = obj
     return allowed
 
 
 class AllowlistUnpickler(pickle.Unpickler):
-    """An unpickler that finds only what torch's weights-only unpickler admits
-    on this torch and :data:`MMENGINE_SAFE_GLOBALS`.
+    """Finds only the globals torch's weights-only unpickler admits on this
+    torch and :data:`MMENGINE_SAFE_GLOBALS`, refusing others before they are
+    built or called (``pickle`` docs, "Restricting Globals")."""
 
-    Every global passes through :meth:`find_class`, so anything else is
-    refused before it is built or called (``pickle`` docs, "Restricting
-    Globals"). torch resolves its storage types itself.
-    """
-
-    def find_class(self, module, name):
+    def find_class(self, module, name):  # torch finds its storage types
         # Python 2 names, as pickle maps them (protocol 2 has __builtin__)
         module, name = _compat_pickle.NAME_MAPPING.get(
             (module, name),
@@ -138,27 +131,11 @@ class _AllowlistPickle:
         return AllowlistUnpickler(file, **kwargs).load()
 
 
-def _torch_load(path, map_location):
-    if WEIGHTS_ONLY_EXTENSIBLE:
-        # at each load: a torch.serialization.safe_globals context (OneDL's
-        # mmengine opens one per load) removes ours from torch's on exit
-        allow_mmengine_checkpoints()
-        return torch.load(path, map_location=map_location, weights_only=True)
-    return torch.load(
-        path,
-        map_location=map_location,
-        weights_only=False,  # torch refuses a pickle_module with it
-        pickle_module=_AllowlistPickle)
-
-
 def route_mmengine_loading() -> None:
-    """Make mmengine read local files, http(s) URLs and ``open-mmlab://``
-    names (``load_from``, ``resume``, testing) with
-    :func:`load_checkpoint_safely`, for the rest of the process.
-
-    Before torch 2.6, and in OneDL's mmengine when weights-only refuses a
-    file, mmengine unpickles freely; our tools call this.
-    """
+    """Make mmengine load files, http(s) URLs and ``open-mmlab://`` names
+    (``load_from``, ``resume``, testing) with :func:`load_checkpoint_safely`
+    in this process: before torch 2.6, and in OneDL's mmengine when
+    weights-only refuses a file, it unpickles freely."""
 
     def load(filename, map_location):
         return load_checkpoint_safely(
@@ -187,8 +164,15 @@ def load_checkpoint_safely(path: Union[str, os.PathLike],
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     if path.endswith('.safetensors'):
         return _load_safetensors(path, map_location)
+    if WEIGHTS_ONLY_EXTENSIBLE:
+        # at each load: a torch.serialization.safe_globals context (OneDL's
+        # mmengine opens one per load) removes ours from torch's on exit
+        allow_mmengine_checkpoints()
+        how = dict(weights_only=True)
+    else:  # torch refuses a pickle_module with weights_only=True
+        how = dict(weights_only=False, pickle_module=_AllowlistPickle)
     try:
-        return _torch_load(path, map_location)
+        return torch.load(path, map_location=map_location, **how)
     except pickle.UnpicklingError as err:
         # the unpickler's one-line reason inside torch's long message
         found = re.search(r'WeightsUnpickler error:\s*([^\n]+)', str(err))
@@ -213,8 +197,7 @@ def load_checkpoint_safely(path: Union[str, os.PathLike],
 
 
 def _load_safetensors(path, map_location):
-    """A ``.safetensors`` file's tensors as a state dict (on the CPU unless
-    ``map_location`` names a device)."""
+    """A ``.safetensors`` file's state dict, on ``map_location`` if a str."""
     try:
         from safetensors.torch import load_file
     except ImportError:
