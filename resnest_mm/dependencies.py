@@ -18,19 +18,11 @@ INSTALL_MMCV_LITE = ('`pip install "mmcv-lite>=2.0.0"` (no compiled ops; '
 
 def check_dependencies() -> None:
     """Raise ImportError saying what to install unless mmengine, mmcv fit."""
-    mmengine = _import('mmengine', f'`pip install "mmengine>={MMENGINE_MIN}"`')
-    from mmengine.utils import digit_version
-    if digit_version(mmengine.__version__) < digit_version(MMENGINE_MIN):
-        raise ImportError(
-            f'resnest_mm needs mmengine>={MMENGINE_MIN}, but mmengine '
-            f'{mmengine.__version__} is installed: run '
-            f'`pip install -U "mmengine>={MMENGINE_MIN}"`.')
+    _require('mmengine', MMENGINE_MIN,
+             f'`pip install "mmengine>={MMENGINE_MIN}"`',
+             f'run `pip install -U "mmengine>={MMENGINE_MIN}"`.')
     fix = f'run {INSTALL_MMCV}, or {INSTALL_MMCV_LITE}.'
-    mmcv = _import('mmcv', fix)
-    if digit_version(mmcv.__version__) < digit_version(MMCV_MIN):
-        raise ImportError(
-            f'resnest_mm needs mmcv>={MMCV_MIN} (or mmcv-lite), but mmcv '
-            f'{mmcv.__version__} is installed: {fix}')
+    _require('mmcv', MMCV_MIN, fix, fix, alternative=' (or mmcv-lite)')
 
 
 def require_mmcv_ops(what: str) -> None:
@@ -48,14 +40,20 @@ def require_mmcv_ops(what: str) -> None:
             f'{INSTALL_MMCV}.') from err
 
 
-def _import(name, fix):
+def _require(name, minimum, install, upgrade, alternative=''):
+    """Import ``name`` (>= ``minimum``), or say how to install or upgrade."""
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name != name:  # installed, but something it imports is missing
             raise
+        raise ImportError(f'resnest_mm needs {name}, which is not installed: '
+                          f'{install}') from err
+    from mmengine.utils import digit_version  # mmengine is checked first
+    if digit_version(module.__version__) < digit_version(minimum):
         raise ImportError(
-            f'resnest_mm needs {name}, which is not installed: {fix}') from err
+            f'resnest_mm needs {name}>={minimum}{alternative}, but {name} '
+            f'{module.__version__} is installed: {upgrade}')
 
 
 check_dependencies()

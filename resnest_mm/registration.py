@@ -17,28 +17,18 @@ from .backbone import ResNeSt
 
 class MMDetResNeSt(ResNeSt):
     """``ResNeSt`` with mmdet's ResNet defaults: ``norm_eval=True``, stem width
-    ``base_channels``."""
+    ``base_channels`` (as ours)."""
 
-    def __init__(self,
-                 *args,
-                 norm_eval: bool = True,
-                 stem_channels: Optional[int] = None,
-                 **kwargs):
-        super().__init__(
-            *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
+    def __init__(self, *args, norm_eval: bool = True, **kwargs):
+        super().__init__(*args, norm_eval=norm_eval, **kwargs)
 
 
 class MMSegResNeSt(ResNeSt):
-    """``ResNeSt`` with mmseg's ResNet defaults: ``norm_eval=False``, stem
-    width 64."""
+    """``ResNeSt`` with mmseg's ResNet defaults: ``norm_eval=False`` (as
+    ours), stem width 64."""
 
-    def __init__(self,
-                 *args,
-                 norm_eval: bool = False,
-                 stem_channels: Optional[int] = 64,
-                 **kwargs):
-        super().__init__(
-            *args, norm_eval=norm_eval, stem_channels=stem_channels, **kwargs)
+    def __init__(self, *args, stem_channels: Optional[int] = 64, **kwargs):
+        super().__init__(*args, stem_channels=stem_channels, **kwargs)
 
 
 # package -> (module that registers upstream's ResNeSt, our class for it)

@@ -122,10 +122,9 @@ def build_release(name: str,
             f'for other weights pass init_cfg=dict(type="Pretrained", '
             f'checkpoint=...)')
     settings = RELEASES[name].settings
+    overridable = list(inspect.signature(ResNeSt).parameters)
     # ``pretrained`` is our own flag, not ResNeSt's deprecated checkpoint path
-    overridable = [
-        k for k in inspect.signature(ResNeSt).parameters if k != 'pretrained'
-    ]
+    overridable.remove('pretrained')
     unknown = [k for k in overrides if k not in overridable]
     if unknown:
         hints = ''
@@ -151,23 +150,20 @@ def build_release(name: str,
         overrides['init_cfg'] = dict(type='Pretrained', checkpoint=name)
     model = ResNeSt(**settings, **overrides)
     logger = MMLogger.get_current_instance()
-    quiet = _NoParameterTable()
-    logger.addFilter(quiet)
+    logger.addFilter(_no_parameter_table)
     try:
         model.init_weights()
     finally:
-        logger.removeFilter(quiet)
+        logger.removeFilter(_no_parameter_table)
     return model
 
 
-class _NoParameterTable(logging.Filter):
-    """Drop mmengine's per-parameter initialisation table: one INFO record
-    per parameter, each starting with a newline (over 1000 for ResNeSt-50)
-    on the console. Other records (the load report) pass."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO
-                    and str(record.msg).startswith('\n'))
+def _no_parameter_table(record: logging.LogRecord) -> bool:
+    """A log filter that drops mmengine's per-parameter initialisation table:
+    one INFO record per parameter, each starting with a newline (over 1000
+    for ResNeSt-50) on the console. Other records (the load report) pass."""
+    return not (record.levelno == logging.INFO
+                and str(record.msg).startswith('\n'))
 
 
 def _constructor(name: str) -> Callable[..., 'ResNeSt']:
