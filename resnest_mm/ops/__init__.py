@@ -1,11 +1,7 @@
 """Every custom autograd function and private torch API of resnest_mm, and
-the memory-saving training path built from them.
-
-The layers (:mod:`resnest_mm.backbone`, :mod:`resnest_mm.bottleneck`,
-:mod:`resnest_mm.split_attention`) call the ops below and never decide
-themselves whether the path acts: :func:`memory_saving`, entered once per
-backbone forward, does.
-"""
+the memory-saving training path built from them: layers call these ops, and
+:func:`memory_saving`, entered once per backbone forward, decides whether
+the path acts."""
 from .functions import spatial_mean
 from .path import MaxPool2d, checkpoint, memory_saving, norm_act, weighted_sum
 from .torch_api import BatchNormBase, TorchContractError, sync_group

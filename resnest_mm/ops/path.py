@@ -1,17 +1,9 @@
 """The memory-saving training path: whether it acts, decided once per
-forward, and the ops the layers ask.
-
-A backbone's forward runs inside :func:`memory_saving`. There the layers'
-:func:`norm_act`, :func:`weighted_sum`, :class:`MaxPool2d` and
-:func:`checkpoint` take the path (:mod:`.functions`) wherever a layer fits
-it, and the plain ops elsewhere; outside, they are the plain ops. The path
-acts in eager training with gradients, for a ReLU after a training
-``BatchNorm2d`` or ``SyncBatchNorm`` (across processes where torch's runs),
-and only on a (device type, dtype) where it has checked itself
-(:mod:`.self_check`).
-"""
+forward by :func:`memory_saving`, and the ops the layers ask, which take the
+path (:mod:`.functions`) inside it where a layer fits and are the plain ops
+elsewhere."""
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, ContextManager, Dict, Optional, Tuple
 
 import torch
@@ -29,25 +21,20 @@ _local = threading.local()  # DataParallel runs replicas' forwards in threads
 _verdicts: Dict[Tuple[str, torch.dtype], bool] = {}
 
 
-class _Session:
-    """One forward on the path: saved outputs become recipes."""
-
-    def __enter__(self):
-        self._outer = getattr(_local, 'session', None)
-        self._hooks = RecomputedActivations()
-        self._hooks.__enter__()
-        _local.session = self
-        return self
-
-    def __exit__(self, *exc):
-        _local.session = self._outer
-        self._hooks.__exit__(*exc)
+@contextmanager
+def _session(on: bool):
+    """Inside, the path acts in this thread where ``on``."""
+    outer, _local.on = getattr(_local, 'on', False), on
+    try:
+        with RecomputedActivations() if on else nullcontext():
+            yield
+    finally:
+        _local.on = outer
 
 
 def _active() -> bool:
     """Whether a forward on the path is running in this thread."""
-    return (not torch_api.is_compiling()
-            and getattr(_local, 'session', None) is not None)
+    return not torch_api.is_compiling() and getattr(_local, 'on', False)
 
 
 def memory_saving(x: Tensor, enabled: bool = True) -> ContextManager:
@@ -63,7 +50,7 @@ def memory_saving(x: Tensor, enabled: bool = True) -> ContextManager:
     if key not in _verdicts:
         torch_api.check_contracts()
         _verdicts[key] = agrees_with_plain_path(x.device, dtype)
-    return _Session() if _verdicts[key] else nullcontext()
+    return _session(True) if _verdicts[key] else nullcontext()
 
 
 def norm_act(c: Tensor,
@@ -103,40 +90,29 @@ class MaxPool2d(nn.MaxPool2d):
 
 
 def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Non-reentrant ``torch.utils.checkpoint`` of ``fn(x)``, off the path.
-
-    The checkpoint reruns ``fn`` in backward, outside the forward's session;
-    both runs must keep the same tensors, and the checkpoint keeps none of
-    them past the block anyway.
-    """
+    """Non-reentrant ``torch.utils.checkpoint`` of ``fn(x)``, off the path:
+    the checkpoint reruns ``fn`` in backward, outside the forward's session,
+    and both runs must keep the same tensors."""
     return cp.checkpoint(_off_the_path, fn, x, use_reentrant=False)
 
 
 def _off_the_path(fn, x):
-    outer, _local.session = getattr(_local, 'session', None), None
-    try:
+    with _session(False):
         return fn(x)
-    finally:
-        _local.session = outer
 
 
 def _fits(c: Tensor, norm: nn.Module, act: nn.Module) -> bool:
     """Whether ``act(norm(c))`` is what the path computes: a ReLU after
     torch's own training BatchNorm2d or SyncBatchNorm (mmengine's ``SyncBN``
-    subclass only changes the input check), with affine parameters, whose
-    kernels take this input dtype, and gradients on."""
-    return (type(act) is nn.ReLU and torch.is_grad_enabled() and norm.training
+    subclass only changes the input check) with affine parameters, gradients
+    on, and an input dtype its kernels take: the parameters', or autocast's
+    float16/bfloat16 with float32 parameters."""
+    if not (type(act) is nn.ReLU and torch.is_grad_enabled() and norm.training
             and getattr(norm, 'affine', False) and any(
                 isinstance(norm, cls) and type(norm).forward is cls.forward
-                for cls in (nn.BatchNorm2d, nn.SyncBatchNorm))
-            and _batch_norm_takes(c.dtype, norm.weight.dtype))
-
-
-def _batch_norm_takes(input_dtype: torch.dtype,
-                      param_dtype: torch.dtype) -> bool:
-    """Whether torch's batch norm kernels take this input and parameter
-    dtype: the same, or autocast's float16/bfloat16 input with float32
-    parameters."""
-    return input_dtype == param_dtype or (input_dtype
-                                          in (torch.float16, torch.bfloat16)
-                                          and param_dtype == torch.float32)
+                for cls in (nn.BatchNorm2d, nn.SyncBatchNorm))):
+        return False
+    autocast = (
+        c.dtype in (torch.float16, torch.bfloat16)
+        and norm.weight.dtype == torch.float32)
+    return c.dtype == norm.weight.dtype or autocast

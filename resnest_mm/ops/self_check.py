@@ -1,13 +1,6 @@
-"""The memory-saving path checks itself where it has not been seen.
-
-The path runs torch kernels outside their modules and rebuilds tensors in
-backward; a device or dtype whose kernels behave otherwise (a new backend, a
-torch release) could make it compute something else. So the first time it
-would act on a (device type, dtype) pair in a process, it runs a small
-conv-output-sized input through itself and through the plain ops and
-compares outputs, gradients and running statistics. If they differ, or the
-path raises, it stays off for that pair, with one warning.
-"""
+"""The memory-saving path checks itself the first time it would act on a
+(device type, dtype) pair in a process: a new backend or torch release whose
+kernels behave otherwise turns it off there, with one warning."""
 import warnings
 from contextlib import nullcontext
 from typing import Dict, List
@@ -29,6 +22,7 @@ TOLERANCE = {
     torch.bfloat16: 1e-2
 }
 _RADIX, _CHANNELS = 2, 8
+_GRADIENTS = ('norm input', 'attention', 'next op', 'norm weight', 'norm bias')
 
 
 def agrees_with_plain_path(device: torch.device, dtype: torch.dtype) -> bool:
@@ -57,11 +51,11 @@ def compare_with_plain_path(device: torch.device,
     """What differs between the path and the plain ops, beyond
     :data:`TOLERANCE`, on one small batch: a norm-ReLU, the weighted sum and
     the max pool of its output, and an op that saves that output."""
-    inputs = _inputs(device, dtype)
     # saved-tensor hooks of the caller's (e.g. a checkpoint around the
     # backbone) must not see the check's own graphs: the innermost pair acts
-    with torch.autograd.graph.saved_tensors_hooks(_same, _same):
-        path, plain = _run(inputs, path=True), _run(inputs, path=False)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        path = _run(device, dtype, path=True)
+        plain = _run(device, dtype, path=False)
     tolerance = TOLERANCE.get(dtype, 1e-2)
     differences = []
     for what, expected in plain.items():
@@ -72,42 +66,34 @@ def compare_with_plain_path(device: torch.device,
     return differences
 
 
-def _inputs(device, dtype) -> Dict[str, Tensor]:
-    """Fixed random inputs; a generator of their own leaves the global RNG
-    (dropout, data order) as the run would have it."""
+def _run(device: torch.device, dtype: torch.dtype,
+         path: bool) -> Dict[str, Tensor]:
+    """One step on the path or the plain ops, from fixed random inputs: the
+    outputs, gradients and running statistics, in float64."""
+    # a generator of its own leaves the global RNG (dropout, data order) as
+    # the run would have it
     gen = torch.Generator().manual_seed(0)
-    params = torch.float32 if dtype in (torch.float16,
-                                        torch.bfloat16) else dtype
+
+    def randn(*shape, dtype=dtype):
+        return torch.randn(shape, generator=gen).to(device, dtype)
+
     channels = _RADIX * _CHANNELS
-    shapes = {
-        'c': ((4, channels, 6, 6), dtype),
-        'atten': ((4, _RADIX, _CHANNELS, 1, 1), dtype),
-        'scale': ((1, channels, 1, 1), dtype),
-        'weight': ((channels, ), params),
-        'bias': ((channels, ), params),
-        'grad sum': ((4, _CHANNELS, 6, 6), torch.float32),
-        'grad pool': ((4, channels, 3, 3), torch.float32),
-        'grad product': ((4, channels, 6, 6), torch.float32),
-    }
-    return {
-        name: torch.randn(shape, generator=gen).to(device, kind)
-        for name, (shape, kind) in shapes.items()
-    }
-
-
-def _run(inputs: Dict[str, Tensor], path: bool) -> Dict[str, Tensor]:
-    c, atten, scale = (
-        inputs[k].clone().requires_grad_() for k in ('c', 'atten', 'scale'))
-    norm = nn.BatchNorm2d(c.size(1)).to(c.device, inputs['weight'].dtype)
+    c = randn(4, channels, 6, 6).requires_grad_()
+    atten = randn(4, _RADIX, _CHANNELS, 1, 1).requires_grad_()
+    scale = randn(1, channels, 1, 1).requires_grad_()
+    # float32 parameters with a float16/bfloat16 input, as under autocast
+    half = dtype in (torch.float16, torch.bfloat16)
+    params = torch.float32 if half else dtype
+    norm = nn.BatchNorm2d(channels).to(device, params)
     with torch.no_grad():
-        norm.weight.copy_(inputs['weight'])
-        norm.bias.copy_(inputs['bias'])
+        norm.weight.copy_(randn(channels, dtype=params))
+        norm.bias.copy_(randn(channels, dtype=params))
     pool = nn.MaxPool2d(3, 2, 1)
     # autocast off, as the check sets each dtype itself (only where it is on:
     # a device type without autocast refuses torch.autocast altogether)
-    no_autocast = torch.autocast(
-        c.device.type, enabled=False) if autocast_dtype(
-            c.device.type) else nullcontext()
+    no_autocast = nullcontext()
+    if autocast_dtype(device.type):
+        no_autocast = torch.autocast(device.type, enabled=False)
     with no_autocast, torch.enable_grad():
         if path:
             with RecomputedActivations():
@@ -116,25 +102,20 @@ def _run(inputs: Dict[str, Tensor], path: bool) -> Dict[str, Tensor]:
                         max_pool_keeping_input(x, pool), x * scale)
         else:
             x = torch.relu(norm(c))
-            splits = x.view(c.size(0), _RADIX, _CHANNELS, 6, 6)
-            outs = (weighted_split_sum(splits, atten,
-                                       _RADIX), pool(x), x * scale)
-        loss = sum((out.float() * inputs[f'grad {name}']).sum()
-                   for out, name in zip(outs, ('sum', 'pool', 'product')))
-        wrt = (c, atten, scale, norm.weight, norm.bias)
-        grads = torch.autograd.grad(loss, wrt)
+            weighted = weighted_split_sum(
+                x.view(4, _RADIX, _CHANNELS, 6, 6), atten, _RADIX)
+            outs = (weighted, pool(x), x * scale)
+        loss = sum(
+            (out.float() * randn(*out.shape, dtype=torch.float32)).sum()
+            for out in outs)
+        grads = torch.autograd.grad(loss,
+                                    (c, atten, scale, norm.weight, norm.bias))
     result = dict(zip(('sum', 'pool', 'product'), outs))
-    result.update(
-        zip(('gradient of the norm input', 'gradient of the attention',
-             'gradient of the next op', 'gradient of the norm weight',
-             'gradient of the norm bias'), grads))
+    result.update((f'gradient of the {what}', grad)
+                  for what, grad in zip(_GRADIENTS, grads))
     result['running mean'] = norm.running_mean
     result['running var'] = norm.running_var
     return {k: v.detach().double() for k, v in result.items()}
-
-
-def _same(tensor: Tensor) -> Tensor:
-    return tensor
 
 
 def _rel_err(actual: Tensor, expected: Tensor) -> float:

@@ -1,29 +1,23 @@
 """The private and version-dependent torch APIs resnest_mm uses, each behind
-one name, and the contracts we rely on, asserted.
-
-The memory-saving path runs torch's own batch-norm, ReLU and max-pool
-kernels and torch's SyncBatchNorm autograd function outside their modules.
-None of that is public API, so what we rely on is stated here and checked: a
-torch that changes it fails with :class:`TorchContractError`, which names the
-contract and the switch that turns the path off, never with a silently wrong
-value.
-"""
+one name, with the contracts we rely on asserted: a torch that changes them
+fails with :class:`TorchContractError`, never with a silently wrong value."""
 import inspect
+from types import SimpleNamespace
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.modules import _functions
-# the base class of every BatchNorm (mmcv and mmdet test against it too)
 from torch.nn.modules.batchnorm import _BatchNorm
-
-BatchNormBase = _BatchNorm
 
 try:
     from torch.compiler import is_compiling  # torch >= 2.3
 except ImportError:
     from torch._dynamo import is_compiling  # torch 2.1, 2.2
+
+#: the base class of every BatchNorm (mmcv and mmdet test against it too)
+BatchNormBase = _BatchNorm
 
 #: where the memory-saving path is turned off
 SWITCH = ('recompute_activations=False (in a config: '
@@ -34,9 +28,7 @@ _ATEN_OPS = ('native_batch_norm_backward', 'threshold_backward',
 _SYNC_BN_FORWARD = ('self', 'input', 'weight', 'bias', 'running_mean',
                     'running_var', 'eps', 'momentum', 'process_group',
                     'world_size')
-#: what torch's SyncBatchNorm function saves: input, weight, mean, invstd and
-#: the per-process counts
-_SYNC_BN_SAVED = 5
+_SYNC_BN_SAVED = 5  # input, weight, mean, invstd, per-process counts
 
 
 class TorchContractError(RuntimeError):
@@ -75,17 +67,16 @@ _contracts_checked = []
 
 
 def tracing(x: Tensor) -> bool:
-    """Whether ``x`` flows through torch.fx, torch.jit.trace or torch.compile
-    rather than eager."""
+    """Whether ``x`` flows through torch.fx, torch.jit.trace or
+    torch.compile rather than eager."""
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
             or is_compiling())
 
 
 def sync_group(norm: torch.nn.Module) -> Optional[dist.ProcessGroup]:
     """The process group over whose batches a training SyncBatchNorm
-    normalises, or None where it normalises its own batch (one process, not
-    distributed, eval mode, any other norm), as ``SyncBatchNorm.forward``
-    decides."""
+    normalises, or None where it normalises its own batch, as
+    ``SyncBatchNorm.forward`` decides."""
     if not (isinstance(norm, torch.nn.SyncBatchNorm) and norm.training
             and dist.is_available() and dist.is_initialized()):
         return None
@@ -94,8 +85,7 @@ def sync_group(norm: torch.nn.Module) -> Optional[dist.ProcessGroup]:
 
 
 def syncs_on(device: torch.device) -> bool:
-    """Whether torch's SyncBatchNorm runs across processes on ``device`` (the
-    device types its ``forward`` accepts)."""
+    """Whether torch's SyncBatchNorm runs across processes on ``device``."""
     return device.type in ('cuda', 'hpu', 'xpu',
                            torch._C._get_privateuse1_backend_name())
 
@@ -146,14 +136,9 @@ def max_pool_backward(grad: Tensor, x: Tensor, pool: tuple) -> Tensor:
         grad, x, *pool, indices)
 
 
-class _SyncContext:
+class _SyncContext(SimpleNamespace):
     """The ``ctx`` torch's SyncBatchNorm function writes in forward and reads
     in backward, kept apart from ours."""
-
-    def __init__(self, needs_input_grad=None, process_group=None, saved=()):
-        self.needs_input_grad = needs_input_grad
-        self.process_group = process_group
-        self.saved_tensors = saved
 
     def save_for_backward(self, *tensors):
         self.saved_tensors = tensors
@@ -182,7 +167,10 @@ def sync_batch_norm_backward(grad: Tensor, needs_grad: Sequence[bool],
                              group: dist.ProcessGroup,
                              saved: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
     """Gradients of input, weight and bias of :func:`sync_batch_norm`."""
-    ctx = _SyncContext(tuple(needs_grad), group, saved)
+    ctx = _SyncContext(
+        needs_input_grad=tuple(needs_grad),
+        process_group=group,
+        saved_tensors=saved)
     return _functions.SyncBatchNorm.backward(ctx, grad)[:3]
 
 
