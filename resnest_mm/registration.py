@@ -31,20 +31,17 @@ class MMSegResNeSt(ResNeSt):
         super().__init__(*args, stem_channels=stem_channels, **kwargs)
 
 
-# package -> (module that registers upstream's ResNeSt, our class for it)
-_TARGETS = {
-    'mmdet': ('mmdet.models', MMDetResNeSt),
-    'mmseg': ('mmseg.models', MMSegResNeSt),
-}
+# package -> our class for its registry
+_TARGETS = {'mmdet': MMDetResNeSt, 'mmseg': MMSegResNeSt}
 
 
 def register_all() -> List[str]:
     """Register ours in every installed registry; return the scopes done, e.g.
     ``['mmdet', 'mmseg']``."""
     done = []
-    for package, (models_module, cls) in _TARGETS.items():
-        try:
-            importlib.import_module(models_module)
+    for package, cls in _TARGETS.items():
+        try:  # registers upstream's ResNeSt
+            importlib.import_module(f'{package}.models')
         except ModuleNotFoundError as err:
             if err.name != package:  # installed but broken: say so
                 raise
