@@ -83,12 +83,9 @@ class PreciseBNHook(Hook):
     """Recompute BatchNorm statistics over ``num_iters`` training batches at
     the end of training, and every ``interval`` epochs (iterations for an
     iteration-based loop) if ``interval`` > 0.
-
-    Priority ``ABOVE_NORMAL``: before ``CheckpointHook`` saves, so the
-    checkpoint and the evaluation after it hold the precise statistics.
     """
 
-    priority = 'ABOVE_NORMAL'
+    priority = 'ABOVE_NORMAL'  # before CheckpointHook: it saves the new stats
 
     def __init__(self, num_iters: int = 200, interval: int = 0):
         if num_iters < 1 or interval < 0:

@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 # The authors' release files (their package gets the same from wasabisys.com)
 RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
                'weights_step1/{}')
-# What a release fixes, in the order its errors name them.
-_SETTINGS = ('depth', 'stem_channels', 'radix', 'groups', 'base_width',
-             'avd_first')
 
 
 @dataclass(frozen=True)
@@ -57,8 +54,11 @@ class Release:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The ``ResNeSt`` arguments that make this network."""
-        return {name: getattr(self, name) for name in _SETTINGS}
+        """The ``ResNeSt`` arguments that make this network, in the order its
+        errors name them."""
+        names = ('depth', 'stem_channels', 'radix', 'groups', 'base_width',
+                 'avd_first')
+        return {name: getattr(self, name) for name in names}
 
     @property
     def description(self) -> str:
@@ -75,9 +75,8 @@ class Release:
 def _fast(name: str, sha256: str) -> Release:
     """A "fast" ablation network: its settings are in its name,
     ``resnest50_fast_<radix>s<groups>x<base_width>d``."""
-    radix, groups, width = map(
-        int,
-        re.fullmatch(r'resnest50_fast_(\d)s(\d)x(\d+)d', name).groups())
+    match = re.fullmatch(r'resnest50_fast_(\d)s(\d)x(\d+)d', name)
+    radix, groups, width = map(int, match.groups())
     return Release(name, 50, sha256, radix, groups, width, avd_first=True)
 
 
