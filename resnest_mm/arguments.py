@@ -1,9 +1,6 @@
-"""The checks of ResNeSt's arguments, and the errors they raise.
-
-Each error is a ``ValueError`` and also the type upstream's ResNet and
-ResNeSt (mmdet's, mmseg's) raise for that input: ``KeyError`` for an unknown
-depth, ``AssertionError`` for the rest. Code and tests written against
-upstream still catch them, and the messages say what to fix.
+"""The checks of ResNeSt's arguments, and their errors: ``ValueError``s that
+are also the type upstream raises (``KeyError`` for an unknown depth,
+``AssertionError`` for the rest), so code written for upstream catches them.
 """
 from typing import Optional
 
@@ -20,18 +17,13 @@ class DepthError(ValueError, KeyError):
     __str__ = ValueError.__str__  # KeyError's would quote the message
 
 
-def check_depth(depth: int) -> None:
-    if depth not in STAGE_BLOCKS:
-        raise DepthError(f'invalid ResNeSt depth {depth}; valid depths: '
-                         f'{sorted(STAGE_BLOCKS)}')
-
-
 def check_arguments(backbone, dcn: Optional[dict]) -> None:
-    """Reject a bad configuration of a ``ResNeSt`` (its attributes, and
-    ``dcn``) at construction, naming the valid values, all problems at
-    once."""
+    """Reject a bad ``ResNeSt`` configuration (its attributes, and ``dcn``),
+    naming the valid values, all problems at once."""
     b = backbone
-    check_depth(b.depth)
+    if b.depth not in STAGE_BLOCKS:
+        raise DepthError(f'invalid ResNeSt depth {b.depth}; valid depths: '
+                         f'{sorted(STAGE_BLOCKS)}')
     num_stages = b.num_stages
     if not 1 <= num_stages <= 4:
         raise ConfigError(f'num_stages must be 1..4, got {num_stages}')
@@ -50,7 +42,8 @@ def check_arguments(backbone, dcn: Optional[dict]) -> None:
         errors.append(
             f'out_indices {tuple(b.out_indices)} must be a non-empty '
             f'subset of {valid_indices} (num_stages={num_stages})')
-    errors += check_style(b.style)
+    if style_error := check_style(b.style):
+        errors.append(style_error)
     if not -1 <= b.frozen_stages <= num_stages:
         errors.append(
             f'frozen_stages must be in -1..{num_stages}, got {b.frozen_stages}'
@@ -80,8 +73,7 @@ def check_arguments(backbone, dcn: Optional[dict]) -> None:
         raise ConfigError('invalid ResNeSt config: ' + '; '.join(errors))
 
 
-def check_style(style: str) -> list:
-    """The problem with ``style``, as a list of at most one message."""
-    if style in ('pytorch', 'caffe'):
-        return []
-    return [f"style must be 'pytorch' or 'caffe', got {style!r}"]
+def check_style(style: str) -> Optional[str]:
+    """The problem with ``style``, if any."""
+    if style not in ('pytorch', 'caffe'):
+        return f"style must be 'pytorch' or 'caffe', got {style!r}"

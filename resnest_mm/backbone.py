@@ -16,13 +16,16 @@ from .ops import BatchNormBase, MaxPool2d, memory_saving, norm_act
 from .stem import DeepStem
 from .weights import load_pretrained
 
+# the backbone's arguments that each block takes as they are
+_BLOCK_ARGS = ('style', 'with_cp', 'conv_cfg', 'norm_cfg', 'groups',
+               'base_width', 'base_channels', 'radix', 'reduction_factor',
+               'avg_down_stride', 'avd_first')
+
 
 @torch.fx.wrap
 def _check_input(x: Tensor, in_channels: int) -> Tensor:
-    """Raise early on an input that is not ``(N, in_channels, H, W)``.
-
-    Skipped under ``torch.jit.trace`` and ONNX export, which would record the
-    check as a constant and warn.
+    """Refuse an input that is not ``(N, in_channels, H, W)``; skipped when
+    tracing (``torch.jit.trace``, ONNX), which would record it as a constant.
     """
     if not torch.jit.is_tracing() and (x.dim() != 4
                                        or x.size(1) != in_channels):
@@ -37,83 +40,52 @@ class ResNeSt(BaseModule):
     """ResNeSt backbone (`Split-Attention Networks
     <https://arxiv.org/abs/2004.08955>`_).
 
-    A drop-in superset of mmdet 3.3's and mmseg 1.2's ``ResNeSt``: it takes
-    all of their arguments with the same meaning, has the same state_dict keys
-    and computes the same outputs. It also builds depths 14, 26 and 269, the
-    authors' "fast" variants (``avd_first``) and their ablation widths (e.g.
-    ``radix=4, groups=2, base_width=40``), and fixes three upstream defects:
-    ``zero_init_residual`` zeroes each block's last norm, ``train()`` and
-    ``eval()`` return the module, and training with batch size 1 works (see
-    :class:`SplitAttentionConv2d`).
+    A superset of mmdet 3.3's and mmseg 1.2's ``ResNeSt``: their arguments,
+    state_dict keys and outputs, plus depths 14, 26 and 269, the authors'
+    "fast" variants and ablation widths, stochastic depth, DropBlock and a
+    memory-saving training path. Where it differs from upstream, and why:
+    docs/configs_and_training.md.
 
-    Shapes: ``(N, in_channels, H, W)`` -> a tuple with one
-    ``(N, 4 * base_channels * 2**i, H_i, W_i)`` tensor for each ``i`` in
-    ``out_indices``. The stem and each stride-2 step round up, so
-    ``H_i = ceil(H / s_i)`` with ``s_i = 4 * prod(strides[:i + 1])``; e.g.
-    for 225x223 and the default strides, the stages give 57x56, 29x28, 15x14
-    and 8x7.
-    ``out_channels`` and ``out_strides`` size a neck before any forward, as
-    detectron2's ``output_shape()`` and timm's ``feature_info`` do.
+    ``(N, in_channels, H, W)`` -> one ``(N, 4 * base_channels * 2**i, H_i,
+    W_i)`` map per ``i`` in ``out_indices``, ``H_i = ceil(H / s_i)`` with
+    ``s_i = 4 * prod(strides[:i + 1])``. ``out_channels`` and
+    ``out_strides`` size a neck before any forward.
 
     Args:
         groups (int): Cardinality of the split-attention conv. Default: 1.
         base_width (int): Width per group when ``groups > 1``. Default: 4.
-        radix (int): Splits per cardinal group, >= 1 (1 uses a sigmoid
-            gate). Default: 2.
-        reduction_factor (int): Divisor of the attention width, which is
-            ``max(width * radix // reduction_factor, 32)``. Default: 4.
-        avg_down_stride (bool): Stride the blocks by a 3x3 average pool
-            ("avd") rather than by the conv. Default: True.
-        avd_first (bool): Put that pool before the split-attention conv, as
-            in the authors' "fast" variants. Default: False.
+        radix (int): Splits per cardinal group; 1 uses a sigmoid gate.
+        reduction_factor (int): Divisor of the attention width. Default: 4.
+        avg_down_stride (bool): Stride blocks by a 3x3 average pool ("avd").
+        avd_first (bool): Put that pool before the split-attention conv.
         depth (int): One of 14, 26, 50, 101, 152, 200, 269.
         in_channels (int): Input channels. Default: 3.
-        stem_channels (int, optional): Stem output channels; ``None`` means
-            ``base_channels`` (mmdet's default; mmseg's is 64).
+        stem_channels (int, optional): Stem width; None: ``base_channels``.
         base_channels (int): Planes of the first stage. Default: 64.
         num_stages (int): Stages to build, 1 to 4. Default: 4.
-        strides (Sequence[int]): Stride of each stage's first block.
-        dilations (Sequence[int]): Dilation of each stage.
+        strides, dilations (Sequence[int]): Each stage's.
         out_indices (Sequence[int]): Stages whose outputs are returned.
-        style (str): ``'pytorch'`` (stride in the 3x3) or ``'caffe'``
-            (stride in the first 1x1).
+        style (str): 'pytorch' (stride in the 3x3) or 'caffe' (in the 1x1).
         deep_stem (bool): Three 3x3 convs as stem. Default: True.
         avg_down (bool): Average-pool before the shortcut projection.
-            Default: True.
         frozen_stages (int): Stages (and the stem) to freeze; -1 for none.
-        conv_cfg (dict, optional): Conv config.
-        norm_cfg (dict): Norm config. Default: ``dict(type='BN')``.
+        conv_cfg, norm_cfg (dict): Layer configs as in mmcv.
         norm_eval (bool): Keep BatchNorm in eval mode while training.
-            Default: False (mmdet's registry entry defaults to True, as
-            mmdet's ResNet does).
-        dcn (dict, optional): Deformable conv config for the split conv, e.g.
-            ``dict(type='DCNv2', deform_groups=2, fallback_on_stride=False)``.
-        stage_with_dcn (Sequence[bool]): Stages that use ``dcn``, e.g.
-            ``(False, True, True, True)``.
+        dcn (dict, optional): Deformable conv config of the split conv.
+        stage_with_dcn (Sequence[bool]): Stages that use ``dcn``.
         plugins (list[dict], optional): mmcv plugins, each with ``cfg``,
             ``position`` and optional ``stages``.
-        multi_grid (Sequence[int], optional): Dilations of the last stage's
-            blocks (mmseg).
-        contract_dilation (bool): Halve the first block's dilation in dilated
-            stages (mmseg).
+        multi_grid (Sequence[int], optional): Last stage's block dilations.
+        contract_dilation (bool): Halve the first dilation of dilated stages.
         with_cp (bool): Gradient checkpointing per block.
-        zero_init_residual (bool): Zero each block's last norm so blocks
-            start as identities. Default: True.
+        zero_init_residual (bool): Zero each block's last norm. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Initialisation config.
-        drop_path_rate (float): Stochastic depth (Huang et al. 2016), the
-            rate rising linearly over the blocks (timm's rule). Default: 0.
-        dropblock_prob (float): DropBlock (Ghiasi et al. 2018, block size 3)
-            in stages 3 and 4, where the authors' code puts it: after
-            ``norm1``, the split-attention ``norm0`` and ``norm3`` of each
-            block. Needs ``num_stages >= 3``. In [0, 1). Default: 0.
-        recompute_activations (bool): The memory-saving training path
-            (:mod:`resnest_mm.ops`): norm-ReLU outputs and the splits are
-            rebuilt in backward, not stored. Same outputs and gradients;
-            it acts only where it fits (eager training, BatchNorm or
-            SyncBatchNorm, ReLU) and has checked itself. Default: True.
-
-    Both regularisers act in training only and build no module at 0.
+        drop_path_rate (float): Stochastic depth, rising linearly over the
+            blocks to this rate. Default: 0.
+        dropblock_prob (float): DropBlock rate in stages 3 and 4. Default: 0.
+        recompute_activations (bool): The memory-saving path of
+            :mod:`resnest_mm.ops` (same outputs and gradients). Default: True.
     """
 
     arch_settings = {
@@ -218,21 +190,19 @@ class ResNeSt(BaseModule):
         self._make_stem_layer(in_channels, stem_channels)
         self.inplanes = stem_channels
         self.res_layers = []
-        # Stochastic depth rises linearly over all blocks of the network
-        # (timm's rule).
+        # timm's rule: the rate rises linearly over all blocks
         drop_path_rates = torch.linspace(0, drop_path_rate,
                                          sum(self.stage_blocks)).split(
                                              self.stage_blocks)
         for i, num_blocks in enumerate(self.stage_blocks):
             planes = base_channels * 2**i
-            last = i == num_stages - 1
             res_layer = self.make_res_layer(
                 inplanes=self.inplanes,
                 planes=planes,
                 num_blocks=num_blocks,
                 stride=strides[i],
                 dilation=dilations[i],
-                multi_grid=multi_grid if last else None,
+                multi_grid=multi_grid if i == num_stages - 1 else None,
                 drop_path_rates=drop_path_rates[i].tolist(),
                 dcn=dcn if stage_with_dcn[i] else None,
                 plugins=self.make_stage_plugins(plugins, i)
@@ -268,40 +238,30 @@ class ResNeSt(BaseModule):
                        drop_path_rates: Sequence[float],
                        **block_kwargs) -> Sequential:
         """One stage: ``num_blocks`` bottlenecks, the first with the stride and
-        shortcut.
+        the shortcut, each with its ``drop_path_rates`` entry.
 
-        ``drop_path_rates`` gives each block's stochastic depth rate.
-
-        Written here rather than taken from mmdet's or mmseg's ``ResLayer``:
-        they differ (mmseg adds ``multi_grid``/``contract_dilation``) and
-        either package may be absent.
+        Not mmdet's or mmseg's ``ResLayer``: they differ (mmseg's adds
+        ``multi_grid``/``contract_dilation``) and either may be absent.
         """
-        block = self.block
+        out_channels = planes * self.block.expansion
         downsample = None
-        if stride != 1 or inplanes != planes * block.expansion:
-            # Layers appended in upstream's order so keys stay downsample.{1,2}
-            # with avg_down (the pool is an identity when stride is 1).
-            layers = []
-            conv_stride = stride
-            if self.avg_down:
-                conv_stride = 1
-                layers.append(
-                    nn.AvgPool2d(
-                        stride,
-                        stride,
-                        ceil_mode=True,
-                        count_include_pad=False))
-            layers += [
+        if stride != 1 or inplanes != out_channels:
+            # upstream's order, so that the keys stay downsample.{1,2} with
+            # avg_down (the pool is an identity at stride 1)
+            pool = [
+                nn.AvgPool2d(
+                    stride, stride, ceil_mode=True, count_include_pad=False)
+            ] if self.avg_down else []
+            downsample = nn.Sequential(
+                *pool,
                 build_conv_layer(
                     self.conv_cfg,
                     inplanes,
-                    planes * block.expansion,
+                    out_channels,
                     1,
-                    stride=conv_stride,
+                    stride=1 if self.avg_down else stride,
                     bias=False),
-                build_norm_layer(self.norm_cfg, planes * block.expansion)[1]
-            ]
-            downsample = nn.Sequential(*layers)
+                build_norm_layer(self.norm_cfg, out_channels)[1])
 
         if multi_grid is not None:
             block_dilations = list(multi_grid)
@@ -309,36 +269,26 @@ class ResNeSt(BaseModule):
             first = ((dilation // 2)
                      if self.contract_dilation and dilation > 1 else dilation)
             block_dilations = [first] + [dilation] * (num_blocks - 1)
+        block_kwargs.update(
+            {name: getattr(self, name)
+             for name in _BLOCK_ARGS})
         blocks = []
         for i, (block_dilation, drop_path_rate) in enumerate(
                 zip(block_dilations, drop_path_rates, strict=True)):
             blocks.append(
-                block(
-                    inplanes=inplanes if i == 0 else planes * block.expansion,
+                self.block(
+                    inplanes=inplanes if i == 0 else out_channels,
                     planes=planes,
                     stride=stride if i == 0 else 1,
                     dilation=block_dilation,
                     downsample=downsample if i == 0 else None,
-                    style=self.style,
-                    with_cp=self.with_cp,
-                    conv_cfg=self.conv_cfg,
-                    norm_cfg=self.norm_cfg,
-                    groups=self.groups,
-                    base_width=self.base_width,
-                    base_channels=self.base_channels,
-                    radix=self.radix,
-                    reduction_factor=self.reduction_factor,
-                    avg_down_stride=self.avg_down_stride,
-                    avd_first=self.avd_first,
                     drop_path_rate=drop_path_rate,
                     **block_kwargs))
         return Sequential(*blocks)
 
     def _out_stages(self):
         """The stages ``forward`` returns, in its order (stage order)."""
-        return [
-            i for i in range(len(self.res_layers)) if i in self.out_indices
-        ]
+        return sorted(set(self.out_indices))
 
     @property
     def out_channels(self) -> Tuple[int, ...]:
@@ -351,11 +301,8 @@ class ResNeSt(BaseModule):
         """tuple[int]: input-to-output size ratio of each output, e.g.
         ``(4, 8, 16, 32)``: 4 for the stem, times each stage's stride; dilated
         stages keep it (OS8 settings report 8)."""
-        strides = [
-            4 * math.prod(self.strides[:i + 1])
-            for i in range(len(self.res_layers))
-        ]
-        return tuple(strides[i] for i in self._out_stages())
+        return tuple(4 * math.prod(self.strides[:i + 1])
+                     for i in self._out_stages())
 
     @property
     def norm1(self) -> nn.Module:
@@ -368,13 +315,7 @@ class ResNeSt(BaseModule):
                                  self.norm_cfg)
         else:
             self.conv1 = build_conv_layer(
-                self.conv_cfg,
-                in_channels,
-                stem_channels,
-                7,
-                stride=2,
-                padding=3,
-                bias=False)
+                self.conv_cfg, in_channels, stem_channels, 7, 2, 3, bias=False)
             self.norm1_name, norm1 = build_norm_layer(
                 self.norm_cfg, stem_channels, postfix=1)
             self.add_module(self.norm1_name, norm1)
@@ -421,8 +362,7 @@ class ResNeSt(BaseModule):
                     param.requires_grad = False
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """(N, in_channels, H, W) -> tuple of the ``out_indices`` stage
-        outputs."""
+        """(N, in_channels, H, W) -> the ``out_indices`` stage outputs."""
         x = _check_input(x, self.in_channels)
         # the one place that decides whether the memory-saving path acts
         with memory_saving(x, self.recompute_activations and self.training):

@@ -20,26 +20,15 @@ _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 class ResNeStBottleneck(BaseModule):
     """Bottleneck whose 3x3 convolution is a split-attention convolution.
 
-    ``(B, inplanes, H, W) -> (B, 4 * planes, H / stride, W / stride)``, with
-    each stride-2 step giving ``ceil(size / 2)`` on odd sizes. Inside:
-    1x1 conv to ``width`` -> split-attention 3x3 -> 1x1 conv to ``4 * planes``,
-    plus the (optionally downsampled) identity.
-
-    ``width`` is ``planes`` when ``groups == 1`` and
-    ``floor(planes * base_width / base_channels) * groups`` otherwise, as
-    upstream (this gives the authors' ablation widths, e.g. 2x40d).
-
-    The stride sits in a 3x3 average pool ("avd") when ``avg_down_stride`` is
-    set, after the split-attention conv, or before it with ``avd_first`` (the
-    authors' "fast" variants); otherwise in the conv itself
-    (``style='pytorch'``) or in the first 1x1 conv (``style='caffe'``).
-
-    Two optional regularisers, active in training only, follow the authors'
-    code for DropBlock and timm for stochastic depth: :class:`DropBlock2d`
-    after ``norm1``, ``conv2``'s ``norm0`` and ``norm3`` (each before the next
-    ReLU or the sum), and mmcv's ``DropPath``, which drops the whole residual
-    branch of a sample before the sum with the identity. Neither builds a
-    module when its rate is 0, so the block is then unchanged.
+    ``(B, inplanes, H, W) -> (B, 4 * planes, ceil(H / stride), ...)``: 1x1
+    conv to ``width``, split-attention 3x3, 1x1 conv to ``4 * planes``, plus
+    the (optionally downsampled) identity. ``width`` is upstream's: ``planes``,
+    or ``floor(planes * base_width / base_channels) * groups`` if
+    ``groups > 1``. The stride sits in a 3x3 average pool ("avd") after the
+    split-attention conv (before it with ``avd_first``), or else in the 3x3
+    (``style='pytorch'``) or first 1x1 (``'caffe'``) conv. DropBlock follows
+    ``norm1``, ``conv2.norm0`` and ``norm3`` (the authors' places); DropPath
+    drops the branch before the sum; at rate 0 neither builds a module.
 
     Args:
         inplanes (int): Input channels.
@@ -47,23 +36,10 @@ class ResNeStBottleneck(BaseModule):
         stride (int): Stride of the block.
         dilation (int): Dilation of the 3x3 convolution.
         downsample (nn.Module, optional): Shortcut projection.
-        style (str): ``'pytorch'`` or ``'caffe'``.
-        with_cp (bool): Recompute the block in backward instead of storing
-            its activations.
-        conv_cfg, norm_cfg, dcn: Layer configs as in mmcv.
         plugins (list[dict], optional): mmcv plugins, each with ``cfg`` and
             ``position`` in ``after_conv1|after_conv2|after_conv3``.
-        groups (int): Cardinality.
-        base_width (int): Width per group when ``groups > 1``.
-        base_channels (int): Channels of the first stage, for ``width``.
-        radix (int): Splits per cardinal group.
-        reduction_factor (int): Divisor of the attention width.
-        avg_down_stride (bool): Put the stride in an average pool.
-        avd_first (bool): Put that pool before the split-attention conv.
-        drop_path_rate (float): Probability of dropping the residual branch
-            (stochastic depth). Default: 0.
-        dropblock_prob (float): DropBlock rate (block size 3). Default: 0.
-        init_cfg (dict | list[dict], optional): Initialisation config.
+        drop_path_rate (float): Stochastic depth rate. Default: 0.
+        others: As in :class:`ResNeSt`.
     """
     expansion = 4
 
@@ -90,9 +66,8 @@ class ResNeStBottleneck(BaseModule):
                  dropblock_prob: float = 0.,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
-        style_error = check_style(style)
-        if style_error:
-            raise ConfigError(style_error[0])
+        if style_error := check_style(style):
+            raise ConfigError(style_error)
         self.inplanes = inplanes
         self.planes = planes
         self.stride = stride
@@ -108,6 +83,7 @@ class ResNeStBottleneck(BaseModule):
         self.avd_first = avd_first
         width = planes if groups == 1 else math.floor(planes * base_width /
                                                       base_channels) * groups
+        out_channels = planes * self.expansion
 
         self.conv1 = build_conv_layer(
             conv_cfg, inplanes, width, 1, stride=self.conv1_stride, bias=False)
@@ -128,35 +104,41 @@ class ResNeStBottleneck(BaseModule):
             dcn=dcn,
             dropblock_prob=dropblock_prob)
         self.conv3 = build_conv_layer(
-            conv_cfg, width, planes * self.expansion, 1, bias=False)
+            conv_cfg, width, out_channels, 1, bias=False)
         self.norm3_name, norm3 = build_norm_layer(
-            norm_cfg, planes * self.expansion, postfix=3)
+            norm_cfg, out_channels, postfix=3)
         self.add_module(self.norm3_name, norm3)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         if self.avg_down_stride:
             self.avd_layer = nn.AvgPool2d(3, self.conv2_stride, padding=1)
-        self.dropblock1 = DropBlock2d(
-            dropblock_prob) if dropblock_prob > 0 else None
-        self.dropblock3 = DropBlock2d(
-            dropblock_prob) if dropblock_prob > 0 else None
+        dropblock = dropblock_prob > 0
+        self.dropblock1 = DropBlock2d(dropblock_prob) if dropblock else None
+        self.dropblock3 = DropBlock2d(dropblock_prob) if dropblock else None
         self.drop_path = DropPath(
             drop_path_rate) if drop_path_rate > 0 else None
 
-        self.plugin_names = {}
         for plugin in plugins or ():
             if plugin['position'] not in _PLUGIN_POSITIONS:
                 raise ConfigError(
                     f"plugin position must be one of "
                     f"{_PLUGIN_POSITIONS}, got {plugin['position']!r}")
-        for position in _PLUGIN_POSITIONS:
-            cfgs = [
-                p['cfg'] for p in plugins or () if p['position'] == position
-            ]
-            in_channels = width
-            if position == 'after_conv3':
-                in_channels = planes * self.expansion
-            self.plugin_names[position] = self._make_plugins(in_channels, cfgs)
+        self.plugin_names = {position: [] for position in _PLUGIN_POSITIONS}
+        # built by position, so that the modules are in the order they run
+        for plugin in sorted(
+                plugins or (),
+                key=lambda p: _PLUGIN_POSITIONS.index(p['position'])):
+            position, cfg = plugin['position'], dict(plugin['cfg'])
+            name, layer = build_plugin_layer(
+                cfg,
+                in_channels=out_channels
+                if position == 'after_conv3' else width,
+                postfix=cfg.pop('postfix', ''))
+            if hasattr(self, name):
+                raise ConfigError(
+                    f'duplicate plugin {name}: give each a distinct postfix')
+            self.add_module(name, layer)
+            self.plugin_names[position].append(name)
 
     @property
     def norm1(self):
@@ -165,24 +147,8 @@ class ResNeStBottleneck(BaseModule):
 
     @property
     def norm3(self):
-        """nn.Module: the last norm of the residual branch.
-
-        Zero-initialised by ``zero_init_residual``.
-        """
+        """nn.Module: the branch's last norm (``zero_init_residual``)."""
         return getattr(self, self.norm3_name)
-
-    def _make_plugins(self, in_channels, cfgs):
-        names = []
-        for cfg in cfgs:
-            cfg = dict(cfg)
-            name, layer = build_plugin_layer(
-                cfg, in_channels=in_channels, postfix=cfg.pop('postfix', ''))
-            if hasattr(self, name):
-                raise ConfigError(
-                    f'duplicate plugin {name}: give each a distinct postfix')
-            self.add_module(name, layer)
-            names.append(name)
-        return names
 
     def _run_plugins(self, x, position):
         for name in self.plugin_names[position]:
@@ -210,10 +176,8 @@ class ResNeStBottleneck(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         """(B, inplanes, H, W) -> (B, 4 * planes, H', W')."""
         if self.with_cp and torch.is_grad_enabled():
-            # Non-reentrant checkpointing also saves memory when x needs no
-            # grad (stages after frozen ones), where upstream skips it. The
-            # recomputation restores the RNG state, so it redraws the same
-            # DropBlock and DropPath masks.
+            # non-reentrant: also saves memory when x needs no grad (after
+            # frozen stages), and redraws the same DropBlock/DropPath masks
             out = checkpoint(self._residual, x)
         else:
             out = self._residual(x)

@@ -7,31 +7,21 @@ import torch.nn.functional as F
 
 class DropBlock2d(nn.Module):
     """Zero random ``block_size x block_size`` squares of each feature map
-    while training.
+    while training: ``(B, C, H, W) -> (B, C, H, W)``, same dtype and memory
+    format. Neighbouring activations are correlated, so dropping single
+    units barely regularises a conv map; dropping squares does.
 
-    ``(B, C, H, W) -> (B, C, H, W)``, same dtype and memory format.
-    Neighbouring activations of a conv feature map are correlated, so dropout
-    of single units barely regularises it: the information leaks through the
-    neighbours. Dropping whole squares removes it.
-
-    Block positions are drawn independently per sample and channel, only where
-    a full block fits (the paper's Algorithm 1): each of the
-    ``(H - bs + 1) x (W - bs + 1)`` positions starts a block with rate
-    ``gamma = drop_prob / bs**2 * H * W / ((H - bs + 1) * (W - bs + 1))``, and
-    a stride-1 max pool expands every start to its block, so dropped regions
-    are unions of whole ``bs x bs`` blocks. ``bs`` is ``block_size`` clipped to
-    the map's smaller side. As ``gamma`` ignores overlaps, the dropped fraction
-    is below ``drop_prob``: with ``bs = 3``, about 0.096 for 0.1, 0.18 for 0.2
-    and 0.4 for 0.5. Kept activations are scaled by ``numel / kept`` (over the
-    whole tensor), so the mean activation is unchanged; if everything is
-    dropped the output is zero.
-
-    Identity in eval mode and when ``drop_prob`` is 0.
+    As the paper's Algorithm 1: starts are drawn per sample and channel, only
+    where a whole block fits, with rate ``gamma = drop_prob / bs**2 * H * W /
+    ((H - bs + 1) * (W - bs + 1))`` (``bs``: ``block_size`` clipped to the
+    map), and a stride-1 max pool grows each start to its block. Overlaps
+    make the dropped fraction a little lower than ``drop_prob``. Kept values
+    are scaled by ``numel / kept``, so the mean is unchanged. Identity in
+    eval mode and at ``drop_prob`` 0.
 
     Args:
         drop_prob (float): Target fraction of activations to drop, in [0, 1).
-        block_size (int): Side of the dropped squares. Default: 3, as the
-            ResNeSt authors' code.
+        block_size (int): Side of the squares. Default: 3, as the authors'.
     """
 
     def __init__(self, drop_prob: float, block_size: int = 3):
@@ -53,9 +43,8 @@ class DropBlock2d(nn.Module):
         gamma = self.drop_prob / bs**2 * height * width / (valid_h * valid_w)
         starts = x.new_empty(batch, channels, valid_h,
                              valid_w).bernoulli_(gamma)
-        # Padded by bs - 1 on every side, the max pool marks each pixel that
-        # lies in a block starting at one of the bs x bs positions up-left of
-        # it.
+        # padded by bs - 1, the max pool marks each pixel in a block that
+        # starts at one of the bs x bs positions up-left of it
         keep = 1 - F.max_pool2d(F.pad(starts, (bs - 1, ) * 4), bs, stride=1)
         # Counted in float32: a float16 sum overflows past 65504 elements.
         scale = keep.numel() / keep.sum(dtype=torch.float32).clamp_min(1)

@@ -19,46 +19,29 @@ from .ops import (BatchNormBase, norm_act, spatial_mean, sync_group,
 class SplitAttentionConv2d(BaseModule):
     """Split-attention convolution in radix-major layout.
 
-    One grouped convolution (``groups = cardinality * radix``) makes
-    ``R = radix`` splits of ``C = channels`` channels, stored radix-major as
-    ``(B, R*C, H, W)``. The splits are summed and pooled to ``(B, C, 1, 1)``,
-    sent through two grouped 1x1 "fc" convolutions (``groups = cardinality``,
-    width ``max(in_channels * R // reduction_factor, 32)``), and the
-    cardinal-major logits ``(B, R*C, 1, 1)`` are normalised across the R
-    splits (softmax, or a sigmoid when ``R == 1``). The output
-    ``(B, C, H, W)`` is the attention-weighted sum of the splits.
+    One grouped conv (``groups = K * R``, cardinality ``K``, radix ``R``)
+    makes R splits of ``C = channels``, stored radix-major as
+    ``(B, R*C, H, W)``. Their pooled sum ``(B, C, 1, 1)`` goes through two
+    grouped 1x1 "fc" convs (width ``max(in_channels * R //
+    reduction_factor, 32)``) to cardinal-major logits ``(B, R*C, 1, 1)``,
+    normalised over the R splits (softmax; a sigmoid when ``R == 1``). The
+    output ``(B, C, H, W)`` is the attention-weighted sum of the splits.
 
-    Two things differ from the upstream code and give the same function:
-    pooling is linear, so each split is pooled and the pooled vectors are
-    summed, instead of building a summed ``(B, C, H, W)`` map only to pool
-    it; and the weighted sum accumulates split by split, never holding a
-    ``(B, R, C, H, W)`` product. Neither needs a contiguous copy, so
-    channels_last input stays so. On the backbone's memory-saving path
-    (:mod:`resnest_mm.ops`), the splits are rebuilt in backward from the
-    conv output instead of being stored.
-
-    Batch size 1 in training: the attention norm sees one value per channel,
-    which has no batch statistics (BatchNorm raises there, upstream and in the
-    authors' code). A plain BatchNorm then normalises with its running
-    statistics and leaves them untouched for that step; its affine parameters
-    still learn. SyncBN across several processes, and other norms, run as
-    usual.
+    Upstream's function in less memory (docs/speed_and_memory.md): each split
+    is pooled before the sum, and the weighted sum accumulates split by split.
+    A training batch of one, which has no batch statistics (upstream
+    raises), normalises the attention with BatchNorm's running statistics.
 
     Args:
         in_channels (int): Input channels.
-        channels (int): Output channels ``C`` of each split.
+        channels (int): Channels ``C`` of each split and of the output.
         kernel_size, stride, padding, dilation: As in ``nn.Conv2d``.
         groups (int): Cardinality ``K``; ``channels`` must divide by it.
-        radix (int): Number of splits ``R`` per cardinal group, at least 1.
+        radix (int): Splits ``R`` per cardinal group, at least 1.
         reduction_factor (int): Divisor of the attention width.
-        conv_cfg (dict, optional): Config of the split convolution.
-        norm_cfg (dict): Config of both norms.
-        dcn (dict, optional): Deformable conv config used for the split
-            convolution instead of ``conv_cfg``, e.g.
-            ``dict(type='DCNv2', deform_groups=2)``.
-        dropblock_prob (float): :class:`DropBlock2d` rate (block size 3) on
-            the splits, after ``norm0`` and before the ReLU as in the
-            authors' code; 0 builds no DropBlock. Default: 0.
+        conv_cfg, norm_cfg (dict): Configs of the split conv and the norms.
+        dcn (dict, optional): Deformable conv config of the split conv.
+        dropblock_prob (float): DropBlock rate after ``norm0``. Default: 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -90,8 +73,7 @@ class SplitAttentionConv2d(BaseModule):
         self.channels = channels
         self.with_dcn = dcn is not None
         if self.with_dcn:
-            # upstream pops from the shared dict, so only its first block saw
-            # the key
+            # a copy: upstream's pop hid the key from all but its first block
             dcn = dict(dcn)
             if not dcn.pop('fallback_on_stride', False):
                 if conv_cfg is not None:
@@ -110,7 +92,10 @@ class SplitAttentionConv2d(BaseModule):
             groups=groups * radix,
             bias=False)
         if hasattr(self.conv, 'conv_offset'):  # mmcv's DCN and DCNv2
-            _read_contiguous(self.conv)
+            # their kernels read input, offsets and masks as NCHW-contiguous
+            # whatever the strides (mmcv 2.1), so hand them contiguous ones
+            self.conv.register_forward_pre_hook(_contiguous_args)
+            self.conv.conv_offset.register_forward_hook(_contiguous_output)
         # postfix 0 keeps the authors' and upstream's key "bn0"
         self.norm0_name, norm0 = build_norm_layer(
             norm_cfg, channels * radix, postfix=0)
@@ -169,19 +154,6 @@ class SplitAttentionConv2d(BaseModule):
             return F.batch_norm(x, norm.running_mean, norm.running_var,
                                 norm.weight, norm.bias, False, 0.0, norm.eps)
         return norm(x)
-
-
-def _read_contiguous(deform_conv):
-    """Give an mmcv deformable conv NCHW-contiguous input, offsets and masks.
-
-    mmcv 2.1's DCNv2 kernels read these as NCHW-contiguous whatever their
-    strides, so channels_last input, or offsets from a ``conv_offset`` made
-    channels_last by ``model.to(memory_format=torch.channels_last)``, give
-    silently wrong outputs and gradients (DCN refuses them instead). The
-    output is NCHW-contiguous.
-    """
-    deform_conv.register_forward_pre_hook(_contiguous_args)
-    deform_conv.conv_offset.register_forward_hook(_contiguous_output)
 
 
 def _contiguous_args(module, args):
