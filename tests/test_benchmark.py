@@ -2,10 +2,12 @@
 (no timing asserts)."""
 import inspect
 import json
+import os
 
 import pytest
 import torch
 
+from resnest_tools.benchmark.backbones import THRESHOLDS
 from resnest_tools.benchmark.models import (FUSED_SUFFIX, NO_RECOMPUTE_SUFFIX,
                                             base_name, build_models,
                                             check_same_function)
@@ -40,10 +42,13 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
         assert r['infer_img_s'] > 0 and r['latency_ms'] > 0
         if name in fused:  # inference only: no BatchNorm left to train
             assert r['train_img_s'] is None and r['train_peak_mib'] is None
+            assert r['train_rss_mib'] is None
         else:
             assert r['train_img_s'] > 0
-            # measured in a child process on Linux
-            assert r['train_peak_mib'] > 0
+            # both measured in child processes on Linux: with glibc's
+            # thresholds set, and the resident set under its default
+            assert r['train_peak_mib'] > 0 and r['train_rss_mib'] > 0
+            assert all(v['train_rss_mib'] > 0 for v in r['layouts'].values())
         assert r['infer_img_s'] == max(v['infer_img_s']
                                        for v in r['layouts'].values())
     # one architecture, the same multiply-adds (up to the pooling, counted
@@ -56,6 +61,7 @@ def test_benchmark_reports_every_model_and_the_detector(tmp_path):
     assert all('train_step_s' not in results['detector'][n] for n in fused)
     assert results['matmul_peak_gflops'] > 0
     assert 'ratios are to upstream mmdet' in log
+    assert 'train RSS MiB' in log and "glibc's default allocator" in log
     assert 'conv-bn fused / unfused inference time' in log
     if DYNAMO_EXPORT:
         assert 'detector is exported and timed up to its neck' in log
@@ -86,6 +92,23 @@ def test_cpu_autocast_reports_the_backbones_and_leaves_the_detector_out(
     assert results['settings']['amp_dtype'] == 'bfloat16'
     assert 'ours' in results['backbones'] and 'detector' not in results
     assert "Faster R-CNN left out: under autocast on the CPU" in log
+
+
+def test_the_memory_child_reports_both_measures():
+    """``--peak-memory-of``: the step's peak (run with glibc's thresholds by
+    the parent) and the resident set's rise, each positive; the thresholds
+    set here, the first is what a GPU's caching allocator would peak at."""
+    env = dict(os.environ, **THRESHOLDS)
+    proc = run_unchecked(
+        tool('benchmark.py') + [
+            '--batch', '2', '--size', '32', '--layouts', 'channels_last',
+            '--peak-memory-of', 'ours'
+        ],
+        env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == {'train_peak_mib', 'train_rss_mib'}
+    assert result['train_peak_mib'] > 0 and result['train_rss_mib'] > 0
 
 
 def test_a_variant_is_its_model_with_one_setting_changed():

@@ -31,9 +31,14 @@ the CPU, as ratios.
 SyncBatchNorm across the processes: on NCCL with a GPU per process, on gloo
 when several share one GPU (NCCL refuses that). Rank 0 reports.
 
-Peak memory: on CUDA ``max_memory_allocated``; on the CPU the rise of the
-process's resident set during the step (Linux), with glibc told to return
-freed tensors at once so that it tracks the tensors alive.
+Memory of a training step, two measures side by side: ``train_peak_mib``,
+on CUDA ``max_memory_allocated``, on the CPU the rise of the resident set
+during the step (Linux) with glibc told to return freed blocks at once
+(``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` at 64 KiB), so
+about the live tensor bytes, what a GPU's caching allocator peaks at; and,
+on the CPU only (None on CUDA), ``train_rss_mib``, the resident set's peak
+rise over two steps under glibc's default allocator, what a CPU user who
+sets nothing sees. Each is measured in a fresh child process per model.
 """
 import argparse
 import importlib.util

@@ -1,5 +1,7 @@
 """Backbones timed in each memory layout, and the training-step peak memory of
 each."""
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -8,7 +10,8 @@ import sys
 import torch
 from mmengine.analysis import FlopAnalyzer
 
-from .measure import autocast, interleaved_times, peak_memory
+from .measure import (autocast, cpu_peak_memories, interleaved_times,
+                      peak_memory)
 from .models import (base_name, build_models, check_same_function,
                      inference_only)
 from .report import best
@@ -18,15 +21,23 @@ LAYOUTS = {
     'channels_last': torch.channels_last
 }
 
+#: glibc told to map every block over 64 KiB on its own and unmap it when
+#: freed, so the resident set follows the live tensors
+THRESHOLDS = dict(
+    MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
 
-def cpu_peak_memory_in_child(name, args, layout):
-    """Peak MiB of ``name``'s training step, measured by this script in a fresh
-    process.
 
-    The child runs with glibc told to map every block over 64 KiB on its own
-    and unmap it when freed, so its resident set follows the live tensors.
-    That setting makes each allocation fault in fresh pages, which would
-    slow the timings down, hence a separate process.
+def cpu_peak_memory_in_child(name, args, layout, thresholds=True):
+    """A training-step memory measure of ``name`` in MiB, taken by this
+    script in a fresh process.
+
+    ``thresholds=True``: the step's peak with glibc's thresholds
+    (:data:`THRESHOLDS`) set, about the live tensor bytes, as a GPU's
+    caching allocator would peak at (``train_peak_mib``). That setting makes
+    each allocation fault in fresh pages, which would slow the timings down,
+    hence a separate process. ``thresholds=False``: the peak rise of the
+    resident set under glibc's default allocator, what a CPU user who sets
+    nothing sees (``train_rss_mib``; the ``MALLOC_*`` variables are removed).
     """
     # sys.argv[0]: the benchmark script that is running, re-run as the child
     cmd = [
@@ -40,15 +51,15 @@ def cpu_peak_memory_in_child(name, args, layout):
                               ('--no-recompute', args.no_recompute),
                               ('--compile', args.compile)) if on
     ]
-    env = dict(
-        os.environ,
-        MALLOC_MMAP_THRESHOLD_='65536',
-        MALLOC_TRIM_THRESHOLD_='65536')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+    if thresholds:
+        env.update(THRESHOLDS)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(
             f'memory measurement of {name} failed:\n{proc.stderr[-2000:]}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])['train_peak_mib']
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result['train_peak_mib' if thresholds else 'train_rss_mib']
 
 
 def inputs_and_steps(model, args, device, layout):
@@ -92,20 +103,25 @@ def measure_layout(models, args, device, layout):
                                           args.warmup, args.repeat)
     results = {}
     for name, model in models.items():
-        train_img_s = peak_mib = None
+        train_img_s = peak_mib = rss_mib = None
         if name in times['train']:
             train_img_s = args.batch / times['train'][name]
             model.zero_grad(set_to_none=True)
             if device.type == 'cuda':
+                # the caching allocator's peak; a resident set says nothing
+                # of GPU memory, so train_rss_mib stays None
                 peak_mib = peak_memory(steps[name][2], device) / 2**20
                 model.zero_grad(set_to_none=True)
             else:
-                peak_mib = cpu_peak_memory_in_child(name, args, layout)
+                peak_mib, rss_mib = (
+                    cpu_peak_memory_in_child(name, args, layout, thresholds)
+                    for thresholds in (True, False))
         results[name] = dict(
             infer_img_s=args.batch / times['infer'][name],
             train_img_s=train_img_s,
             latency_ms=times['latency'][name] * 1e3,
-            train_peak_mib=peak_mib)
+            train_peak_mib=peak_mib,
+            train_rss_mib=rss_mib)
         print(
             f'  {name:24s} {layout:13s} ' +
             ', '.join(f'{k} {v:.2f}'
@@ -115,18 +131,27 @@ def measure_layout(models, args, device, layout):
 
 
 def child_peak_memory(args):
-    """``--peak-memory-of``: print one model's training-step peak as JSON."""
+    """``--peak-memory-of``: print one model's two training-step memory
+    measures (:func:`~.measure.cpu_peak_memories`) as JSON."""
     model = build_models(args.depth, args.with_cp, args.no_recompute,
                          args.compile)[args.peak_memory_of]
     _, _, train_step = inputs_and_steps(model, args, torch.device('cpu'),
                                         args.layouts[0])
     model.train()
-    # once first: one-off allocations (oneDNN's caches) are not the step's
-    train_step()
-    model.zero_grad(set_to_none=True)
-    peak = peak_memory(train_step, torch.device('cpu'))
+    # the other models built beside it are freed: glibc gives their blocks
+    # back, so that the steps cannot reuse them unseen
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), 'malloc_trim', None)
+    if trim is not None:
+        trim(0)
+    peak, rss = cpu_peak_memories(train_step,
+                                  lambda: model.zero_grad(set_to_none=True))
     print(
-        json.dumps({'train_peak_mib': None if peak is None else peak / 2**20}))
+        json.dumps({
+            key: None if value is None else value / 2**20
+            for key, value in (('train_peak_mib', peak), ('train_rss_mib',
+                                                          rss))
+        }))
 
 
 def benchmark_backbones(args, device):
@@ -160,7 +185,8 @@ def benchmark_backbones(args, device):
         layouts = {layout: per_layout[layout][name] for layout in args.layouts}
         summary = {'gmacs': gmacs[name], 'layouts': layouts}
         for key, higher in (('infer_img_s', True), ('train_img_s', True),
-                            ('latency_ms', False), ('train_peak_mib', False)):
+                            ('latency_ms', False), ('train_peak_mib', False),
+                            ('train_rss_mib', False)):
             summary[key], summary[key + '_layout'] = best(layouts, key, higher)
         report[name] = summary
     return report, same

@@ -60,6 +60,29 @@ def peak_memory(fn, device):
     return _proc_status('VmHWM') - base
 
 
+def cpu_peak_memories(train_step, zero_grad):
+    """The two CPU measures of a training step, in bytes (None off Linux):
+    the second step's peak rise over the resident set before it, and the
+    resident set's peak over both steps above the resident set before the
+    first.
+
+    The first step's one-off allocations (oneDNN's caches) are not the
+    second's. The second measure is what ``top`` shows a CPU user for the
+    step: under glibc's default allocator freed blocks stay in the heap,
+    fragmented, so the resident set grows above the live tensors.
+    """
+    if not Path('/proc/self/clear_refs').exists():
+        return None, None
+    gc.collect()
+    base = _proc_status('VmRSS')
+    Path('/proc/self/clear_refs').write_text('5')  # VmHWM := VmRSS
+    train_step()
+    first = _proc_status('VmHWM')
+    zero_grad()
+    second = peak_memory(train_step, torch.device('cpu'))
+    return second, max(first, _proc_status('VmHWM')) - base
+
+
 def _proc_status(key):
     for line in Path('/proc/self/status').read_text().splitlines():
         if line.startswith(key):

@@ -1,5 +1,15 @@
 """The benchmark's table: each model's best layout, and ratios to upstream."""
 
+#: what the two memory columns measure
+MEMORY_NOTE = (
+    'train peak MiB: the training step\'s peak; on CUDA '
+    'max_memory_allocated, on the CPU the resident set\'s rise with '
+    'glibc\'s MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 64 KiB, '
+    'about the live tensor bytes (what a GPU\'s caching allocator peaks at). '
+    'train RSS MiB (CPU only): the resident set\'s peak rise over a first '
+    'and a second step under glibc\'s default allocator, what a CPU user '
+    'who sets nothing sees')
+
 
 def best(results, key, higher_is_better=True):
     """The best value of ``key`` over layouts, and that layout."""
@@ -19,14 +29,16 @@ def print_table(report, peak, args):
     width = max(24, *map(len, report))
     head = (f"{'model':{width}s} {'GMACs':>6s} {'infer img/s':>16s} "
             f"{'train img/s':>16s} {'b1 latency ms':>18s} "
-            f"{'train peak MiB':>18s} {'GFLOP/s infer':>14s} "
+            f"{'train peak MiB':>18s} {'train RSS MiB':>18s} "
+            f"{'GFLOP/s infer':>14s} "
             f"{'img/s x GMACs':>14s}")
     print(head + '\n' + '-' * len(head))
     for name, r in report.items():
         cells = []
         for key, fmt in (('infer_img_s', '{:7.2f}'),
                          ('train_img_s', '{:7.2f}'), ('latency_ms', '{:8.1f}'),
-                         ('train_peak_mib', '{:8.0f}')):
+                         ('train_peak_mib', '{:8.0f}'), ('train_rss_mib',
+                                                         '{:8.0f}')):
             if r[key] is None:
                 cells.append(f"{'n/a':>16s}")
                 continue
@@ -37,8 +49,10 @@ def print_table(report, peak, args):
         achieved = 2 * r['gmacs'] * r['infer_img_s']
         print(f"{name:{width}s} {r['gmacs']:6.2f} {cells[0]:>16s} "
               f"{cells[1]:>16s} {cells[2]:>18s} {cells[3]:>18s} "
+              f"{cells[4]:>18s} "
               f"{achieved:6.0f} ({achieved / peak:3.0%}) "
               f"{r['infer_img_s'] * r['gmacs']:8.1f}")
     print('(ratios are to upstream mmdet; "cl" marks channels_last as the '
           'faster layout; '
           f'matmul peak {peak:.0f} GFLOP/s)')
+    print(MEMORY_NOTE)
