@@ -1,6 +1,7 @@
 """The memory-saving training path (resnest_mm.ops): same numbers as
 upstream, less kept, and a self-check that turns it off where it would not
 compute the same."""
+import gc
 import warnings
 
 import pytest
@@ -407,3 +408,23 @@ def test_only_a_relu_takes_the_path():
         silu = norm_act(c, norm, torch.nn.SiLU())
     assert relu.grad_fn.name() == '_BatchNormReLUBackward'
     torch.testing.assert_close(silu, torch.nn.functional.silu(norm(c)))
+
+
+def test_a_training_step_on_the_path_leaves_no_reference_cycles():
+    """Cycles would wait for the cyclic GC, with all they reach (once, the
+    whole autograd graph: ~166 MiB a step for ResNeSt-50)."""
+    model = ResNeSt(depth=14).train()
+    x = torch.randn(2, 3, 32, 32)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            sum(out.sum() for out in model(x)).backward()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found = sorted({type(obj).__name__ for obj in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not found, f'a training step left reference cycles of {found}'

@@ -249,9 +249,12 @@ class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
     asks it for its :class:`RebuiltOutput` in backward."""
 
     def __init__(self):
+        # static hooks: bound methods would make each instance a reference
+        # cycle, garbage left for the cyclic GC every step
         super().__init__(self._pack, self._unpack)
 
-    def _pack(self, tensor):
+    @staticmethod
+    def _pack(tensor):
         node = _rebuildable(tensor)
         return tensor if node is None else node
 
