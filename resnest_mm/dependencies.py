@@ -19,10 +19,9 @@ INSTALL_MMCV_LITE = ('`pip install "mmcv-lite>=2.0.0"` (no compiled ops; '
 def check_dependencies() -> None:
     """Raise ImportError saying what to install unless mmengine, mmcv fit."""
     _require('mmengine', MMENGINE_MIN,
-             f'`pip install "mmengine>={MMENGINE_MIN}"`',
              f'run `pip install -U "mmengine>={MMENGINE_MIN}"`.')
-    fix = f'run {INSTALL_MMCV}, or {INSTALL_MMCV_LITE}.'
-    _require('mmcv', MMCV_MIN, fix, fix, alternative=' (or mmcv-lite)')
+    _require('mmcv', MMCV_MIN, f'run {INSTALL_MMCV}, or {INSTALL_MMCV_LITE}.',
+             ' (or mmcv-lite)')
 
 
 def require_mmcv_ops(what: str) -> None:
@@ -40,20 +39,20 @@ def require_mmcv_ops(what: str) -> None:
             f'{INSTALL_MMCV}.') from err
 
 
-def _require(name, minimum, install, upgrade, alternative=''):
-    """Import ``name`` (>= ``minimum``), or say how to install or upgrade."""
+def _require(name, minimum, fix, alternative=''):
+    """Import ``name`` (>= ``minimum``), or say how to get it (``fix``)."""
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name != name:  # installed, but something it imports is missing
             raise
         raise ImportError(f'resnest_mm needs {name}, which is not installed: '
-                          f'{install}') from err
+                          f'{fix}') from err
     from mmengine.utils import digit_version  # mmengine is checked first
     if digit_version(module.__version__) < digit_version(minimum):
         raise ImportError(
             f'resnest_mm needs {name}>={minimum}{alternative}, but {name} '
-            f'{module.__version__} is installed: {upgrade}')
+            f'{module.__version__} is installed: {fix}')
 
 
 check_dependencies()

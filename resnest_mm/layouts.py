@@ -1,8 +1,5 @@
-"""Checkpoint layouts: which one a checkpoint is in, and its backbone in our
-keys (which are mmdet's and mmseg's).
-
-Each layout is one :class:`Layout` record in ``LAYOUTS``, tried in order, so
-adding a layout is adding a record.
+"""Checkpoint layouts: which one a checkpoint is in (a :class:`Layout` record
+each in ``LAYOUTS``), and its backbone in our keys (mmdet's and mmseg's).
 """
 import re
 from dataclasses import dataclass
@@ -204,9 +201,8 @@ def convert_checkpoint(checkpoint: Any,
 
 
 def _candidates(prefix: str | None) -> list[Layout]:
-    """The layouts to try: the named ones (at ``prefix``, if given), then
-    each known key scheme at ``prefix`` or at each known prefix, named by
-    where it was found."""
+    """The records (at ``prefix``, if given), then each key scheme at
+    ``prefix`` or at each known prefix."""
     named = [
         known for known in LAYOUTS if not prefix or known.prefix == prefix
     ]

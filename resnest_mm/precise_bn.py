@@ -1,7 +1,6 @@
-"""Precise BN: BatchNorm statistics recomputed with the final weights, as a
-plain average over many training batches rather than training's moving
-average (detectron2's ``TEST.PRECISE_BN``, which mmengine lacks).
-``custom_hooks = [dict(type='PreciseBNHook', num_iters=200)]``.
+"""Precise BN: BatchNorm statistics recomputed with the final weights over
+many training batches (detectron2's ``TEST.PRECISE_BN``; mmengine lacks it;
+docs/configs_and_training.md).
 """
 import logging
 from itertools import islice
@@ -22,12 +21,9 @@ def recompute_bn_stats(model: torch.nn.Module,
                        num_iters: int,
                        logger: Optional[logging.Logger] = None) -> int:
     """Set the running mean and variance, ``(C,)``, of every BatchNorm that
-    trains after ``model.train()`` to their average over ``num_iters``
-    batches, as fvcore's ``update_bn_stats``; return how many norms changed.
-
-    ``model`` is an mmengine ``BaseModel``; each of ``batches`` (dataloader
-    items) runs through its ``data_preprocessor`` and ``mode='loss'``, under
-    ``no_grad``. Frozen and ``norm_eval`` norms keep their statistics.
+    trains after ``model.train()`` (an mmengine ``BaseModel``) to their
+    average over ``num_iters`` of ``batches`` (dataloader items), as fvcore's
+    ``update_bn_stats``; return how many norms changed.
     """
     was_training = model.training
     model.train()
@@ -44,11 +40,9 @@ def recompute_bn_stats(model: torch.nn.Module,
     try:
         with torch.no_grad():
             for seen, data in enumerate(islice(batches, num_iters), 1):
-                data = model.data_preprocessor(data, True)
-                if isinstance(data, dict):
-                    model(**data, mode='loss')
-                else:
-                    model(*data, mode='loss')
+                # BaseModel.train_step's forward, without its update
+                model._run_forward(
+                    model.data_preprocessor(data, True), mode='loss')
                 for m, mean, var in zip(norms, means, variances):
                     mean += (m.running_mean - mean) / seen
                     var += (m.running_var - var) / seen
@@ -82,8 +76,7 @@ def _endless(loader):
 class PreciseBNHook(Hook):
     """Recompute BatchNorm statistics over ``num_iters`` training batches at
     the end of training, and every ``interval`` epochs (iterations for an
-    iteration-based loop) if ``interval`` > 0.
-    """
+    iteration-based loop) if ``interval`` > 0."""
 
     priority = 'ABOVE_NORMAL'  # before CheckpointHook: it saves the new stats
 

@@ -7,7 +7,6 @@ replaces it with ``force=True``: either import order works.
 """
 import importlib
 import importlib.metadata
-import importlib.util
 from typing import List, Optional
 
 from mmengine.config.utils import MODULE2PACKAGE
@@ -55,20 +54,10 @@ def register_all() -> List[str]:
 def resolve_forked_scopes() -> None:
     """Point mmengine's ``scope::`` config bases (``MODULE2PACKAGE``, in
     place) at the distribution that provides each scope's module where
-    mmengine's name for it is absent, e.g. ``onedl-mmsegmentation`` for
+    mmengine's name for it does not, e.g. ``onedl-mmsegmentation`` for
     ``mmseg``. Call it before ``Config.fromfile``; our tools do.
     """
     providers = importlib.metadata.packages_distributions()
     for scope, package in MODULE2PACKAGE.items():
-        if not _installed(package) and providers.get(scope):
+        if providers.get(scope) and package not in providers[scope]:
             MODULE2PACKAGE[scope] = providers[scope][0]
-
-
-def _installed(dist):
-    """mmengine's ``is_installed`` without pkg_resources: a distribution, or
-    a module, of that name."""
-    try:
-        importlib.metadata.distribution(dist)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return importlib.util.find_spec(dist) is not None

@@ -1,7 +1,6 @@
-"""The authors' released networks: one :class:`Release` record each in
-``RELEASES``, and a plain PyTorch constructor for each (``resnest50()`` ...),
-with its settings from the authors' ``resnest`` 0.0.5 package
-(docs/plain_pytorch.md).
+"""The authors' released networks: a :class:`Release` record each in
+``RELEASES``, and a plain PyTorch constructor each (``resnest50()`` ...), set
+as in the authors' ``resnest`` 0.0.5 package (docs/plain_pytorch.md).
 """
 import difflib
 import inspect
@@ -24,12 +23,10 @@ RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
 
 @dataclass(frozen=True)
 class Release:
-    """One of the authors' networks and its ImageNet weights.
-
-    All have the deep stem, avg_down and avd (our defaults); the "fast" ones
-    pool before the split-attention conv (``avd_first``). Their stem is the
-    authors' for the depth; their ``bottleneck_width`` our ``base_width``.
-    """
+    """One of the authors' networks and its ImageNet weights. All have the
+    deep stem, avg_down and avd (our defaults); "fast" ones pool before the
+    split-attention conv (``avd_first``). ``base_width``: their
+    ``bottleneck_width``."""
     name: str  # the authors' constructor, and the short name of its weights
     depth: int
     sha256: str  # the file's first 8 hex digits, the authors' _model_sha256
@@ -54,8 +51,7 @@ class Release:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The ``ResNeSt`` arguments that make this network, in the order its
-        errors name them."""
+        """The ``ResNeSt`` arguments it fixes, in its errors' order."""
         names = ('depth', 'stem_channels', 'radix', 'groups', 'base_width',
                  'avd_first')
         return {name: getattr(self, name) for name in names}
@@ -158,16 +154,14 @@ def build_release(name: str,
 
 
 def _no_parameter_table(record: logging.LogRecord) -> bool:
-    """A log filter that drops mmengine's per-parameter initialisation table:
-    one INFO record per parameter, each starting with a newline (over 1000
-    for ResNeSt-50) on the console. Other records (the load report) pass."""
+    """Drops mmengine's initialisation table (an INFO record per parameter,
+    from a newline: over 1000 for ResNeSt-50); the load report passes."""
     return not (record.levelno == logging.INFO
                 and str(record.msg).startswith('\n'))
 
 
 def _constructor(name: str) -> Callable[..., 'ResNeSt']:
-    """Release ``name``'s constructor, named and documented from its record;
-    each is a module-level name of its own, for imports and pickling."""
+    """Release ``name``'s constructor (a module-level name, for pickling)."""
 
     def constructor(pretrained: bool = False, **kwargs: Any) -> 'ResNeSt':
         return build_release(name, pretrained, **kwargs)

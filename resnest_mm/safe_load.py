@@ -1,11 +1,7 @@
 """Checkpoint loading that cannot run code, yet reads mmengine's checkpoints,
-on every supported torch (docs/weights.md, "Is loading a checkpoint safe?").
-
-On torch >= 2.6 ``torch.load(weights_only=True)`` reads them once
-:data:`MMENGINE_SAFE_GLOBALS` is added to torch's allowlist. Before 2.6 that
-allowlist cannot be extended, so torch is handed :class:`AllowlistUnpickler`,
-which admits the same globals and refuses any other before it runs.
-``.safetensors`` files hold only tensors and are read with safetensors.
+on every supported torch: weights-only with :data:`MMENGINE_SAFE_GLOBALS`
+added (torch >= 2.6) or :class:`AllowlistUnpickler` (before); docs/weights.md,
+"Is loading a checkpoint safe?".
 """
 import _compat_pickle
 import codecs
@@ -63,10 +59,8 @@ def _numeric_dtype_classes():
     return sorted({type(np.dtype(c)) for c in codes}, key=lambda t: t.__name__)
 
 
-# The globals of a checkpoint of mmengine 0.10.7's Runner that torch 2.13
-# does not admit by default (found with get_unsafe_globals_in_checkpoint),
-# plus Counter (MultiStepLR's milestones) and _codecs.encode (numpy 1.x's
-# array bytes), which torch 2.1 does not admit. Objects or (object, name).
+# What mmengine's checkpoints hold beyond torch's own allowlist (how it was
+# found: docs/weights.md). Objects or (object, name).
 MMENGINE_SAFE_GLOBALS = [
     HistoryBuffer,
     (codecs.encode, '_codecs.encode'),
@@ -94,8 +88,7 @@ def allow_mmengine_checkpoints() -> None:
 
 @functools.lru_cache(maxsize=None)
 def _allowed_globals():
-    """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds
-    (read on first use, not at import)."""
+    """``{'module.name': object}`` that :class:`AllowlistUnpickler` builds."""
     allowed = dict(weights_only_globals())
     for entry in MMENGINE_SAFE_GLOBALS:
         obj, name = entry if isinstance(entry, tuple) else (entry, None)
@@ -133,9 +126,8 @@ class _AllowlistPickle:
 
 def route_mmengine_loading() -> None:
     """Make mmengine load files, http(s) URLs and ``open-mmlab://`` names
-    (``load_from``, ``resume``, testing) with :func:`load_checkpoint_safely`
-    in this process: before torch 2.6, and in OneDL's mmengine when
-    weights-only refuses a file, it unpickles freely."""
+    with :func:`load_checkpoint_safely` in this process: before torch 2.6,
+    and in OneDL's mmengine when weights-only fails, it unpickles freely."""
 
     def load(filename, map_location):
         return load_checkpoint_safely(
