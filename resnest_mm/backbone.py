@@ -13,6 +13,7 @@ from .architectures import STAGE_BLOCKS
 from .arguments import ConfigError, check_arguments
 from .bottleneck import ResNeStBottleneck
 from .ops import BatchNormBase, MaxPool2d, memory_saving, norm_act
+from .split_attention import norm_property
 from .stem import DeepStem
 from .weights import load_pretrained
 
@@ -20,6 +21,13 @@ from .weights import load_pretrained
 _BLOCK_ARGS = ('style', 'with_cp', 'conv_cfg', 'norm_cfg', 'groups',
                'base_width', 'base_channels', 'radix', 'reduction_factor',
                'avg_down_stride', 'avd_first')
+# the arguments kept as attributes of the same name, as mmdet's ResNet does
+_STORED_ARGS = _BLOCK_ARGS + (
+    'zero_init_residual', 'depth', 'in_channels', 'stem_channels',
+    'num_stages', 'strides', 'dilations', 'out_indices', 'deep_stem',
+    'avg_down', 'frozen_stages', 'norm_eval', 'stage_with_dcn', 'plugins',
+    'multi_grid', 'contract_dilation', 'drop_path_rate', 'dropblock_prob',
+    'recompute_activations')
 
 
 @torch.fx.wrap
@@ -92,6 +100,7 @@ class ResNeSt(BaseModule):
         depth: (ResNeStBottleneck, blocks)
         for depth, blocks in STAGE_BLOCKS.items()
     }
+    norm1 = norm_property(1)  # the stem norm when ``deep_stem=False``
 
     def __init__(self,
                  groups: int = 1,
@@ -153,41 +162,24 @@ class ResNeSt(BaseModule):
                 block_init_cfg = dict(
                     type='Constant', val=0, override=dict(name='norm3'))
 
-        self.zero_init_residual = zero_init_residual
-        self.groups = groups
-        self.base_width = base_width
-        self.radix = radix
-        self.reduction_factor = reduction_factor
-        self.avg_down_stride = avg_down_stride
-        self.avd_first = avd_first
-        self.depth = depth
-        self.in_channels = in_channels
-        self.stem_channels = stem_channels
-        self.base_channels = base_channels
-        self.num_stages = num_stages
-        self.strides = strides
-        self.dilations = dilations
-        self.out_indices = out_indices
-        self.style = style
-        self.deep_stem = deep_stem
-        self.avg_down = avg_down
-        self.frozen_stages = frozen_stages
-        self.conv_cfg = conv_cfg
-        self.norm_cfg = norm_cfg
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
-        self.stage_with_dcn = stage_with_dcn
-        self.plugins = plugins
-        self.multi_grid = multi_grid
-        self.contract_dilation = contract_dilation
-        self.drop_path_rate = drop_path_rate
-        self.dropblock_prob = dropblock_prob
-        self.recompute_activations = recompute_activations
+        args = locals()
+        for name in _STORED_ARGS:
+            setattr(self, name, args[name])
         check_arguments(self, dcn)
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
 
-        self._make_stem_layer(in_channels, stem_channels)
+        if deep_stem:
+            self.stem = DeepStem(in_channels, stem_channels, conv_cfg,
+                                 norm_cfg)
+        else:
+            self.conv1 = build_conv_layer(
+                conv_cfg, in_channels, stem_channels, 7, 2, 3, bias=False)
+            self.norm1_name, norm1 = build_norm_layer(
+                norm_cfg, stem_channels, postfix=1)
+            self.add_module(self.norm1_name, norm1)
+            self.relu = nn.ReLU(inplace=True)
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.inplanes = stem_channels
         self.res_layers = []
         # timm's rule: the rate rises linearly over all blocks
@@ -299,28 +291,9 @@ class ResNeSt(BaseModule):
     @property
     def out_strides(self) -> Tuple[int, ...]:
         """tuple[int]: input-to-output size ratio of each output, e.g.
-        ``(4, 8, 16, 32)``: 4 for the stem, times each stage's stride; dilated
-        stages keep it (OS8 settings report 8)."""
+        ``(4, 8, 16, 32)``; dilated stages keep it (OS8 settings report 8)."""
         return tuple(4 * math.prod(self.strides[:i + 1])
                      for i in self._out_stages())
-
-    @property
-    def norm1(self) -> nn.Module:
-        """nn.Module: the stem norm when ``deep_stem=False``."""
-        return getattr(self, self.norm1_name)
-
-    def _make_stem_layer(self, in_channels: int, stem_channels: int):
-        if self.deep_stem:
-            self.stem = DeepStem(in_channels, stem_channels, self.conv_cfg,
-                                 self.norm_cfg)
-        else:
-            self.conv1 = build_conv_layer(
-                self.conv_cfg, in_channels, stem_channels, 7, 2, 3, bias=False)
-            self.norm1_name, norm1 = build_norm_layer(
-                self.norm_cfg, stem_channels, postfix=1)
-            self.add_module(self.norm1_name, norm1)
-            self.relu = nn.ReLU(inplace=True)
-        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def init_weights(self):
         """Initialise as ``init_cfg`` says, ``Pretrained`` through

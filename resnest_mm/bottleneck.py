@@ -12,7 +12,7 @@ from torch import Tensor
 from .arguments import ConfigError, check_style
 from .dropblock import DropBlock2d
 from .ops import checkpoint, norm_act
-from .split_attention import SplitAttentionConv2d
+from .split_attention import SplitAttentionConv2d, norm_property
 
 _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 
@@ -20,15 +20,13 @@ _PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 class ResNeStBottleneck(BaseModule):
     """Bottleneck whose 3x3 convolution is a split-attention convolution.
 
-    ``(B, inplanes, H, W) -> (B, 4 * planes, ceil(H / stride), ...)``: 1x1
-    conv to ``width``, split-attention 3x3, 1x1 conv to ``4 * planes``, plus
-    the (optionally downsampled) identity. ``width`` is upstream's: ``planes``,
-    or ``floor(planes * base_width / base_channels) * groups`` if
-    ``groups > 1``. The stride sits in a 3x3 average pool ("avd") after the
-    split-attention conv (before it with ``avd_first``), or else in the 3x3
-    (``style='pytorch'``) or first 1x1 (``'caffe'``) conv. DropBlock follows
-    ``norm1``, ``conv2.norm0`` and ``norm3`` (the authors' places); DropPath
-    drops the branch before the sum; at rate 0 neither builds a module.
+    ``(B, inplanes, H, W) -> (B, 4 * planes, ceil(H / stride), ...)``: 1x1 conv
+    to ``width``, split-attention 3x3, 1x1 conv to ``4 * planes``, plus the
+    (optionally downsampled) identity. The stride sits in a 3x3 average pool
+    ("avd") after the split-attention conv (before it with ``avd_first``), or
+    else in the 3x3 (``style='pytorch'``) or first 1x1 (``'caffe'``) conv.
+    DropBlock follows ``norm1``, ``conv2.norm0`` and ``norm3``; DropPath drops
+    the branch before the sum; neither exists at rate 0.
 
     Args:
         inplanes (int): Input channels.
@@ -42,6 +40,8 @@ class ResNeStBottleneck(BaseModule):
         others: As in :class:`ResNeSt`.
     """
     expansion = 4
+    norm1 = norm_property(1)
+    norm3 = norm_property(3)  # the branch's last (``zero_init_residual``)
 
     def __init__(self,
                  inplanes: int,
@@ -139,16 +139,6 @@ class ResNeStBottleneck(BaseModule):
                     f'duplicate plugin {name}: give each a distinct postfix')
             self.add_module(name, layer)
             self.plugin_names[position].append(name)
-
-    @property
-    def norm1(self):
-        """nn.Module: the norm after ``conv1``."""
-        return getattr(self, self.norm1_name)
-
-    @property
-    def norm3(self):
-        """nn.Module: the branch's last norm (``zero_init_residual``)."""
-        return getattr(self, self.norm3_name)
 
     def _run_plugins(self, x, position):
         for name in self.plugin_names[position]:

@@ -11,13 +11,9 @@ class DropBlock2d(nn.Module):
     format. Neighbouring activations are correlated, so dropping single
     units barely regularises a conv map; dropping squares does.
 
-    As the paper's Algorithm 1: starts are drawn per sample and channel, only
-    where a whole block fits, with rate ``gamma = drop_prob / bs**2 * H * W /
-    ((H - bs + 1) * (W - bs + 1))`` (``bs``: ``block_size`` clipped to the
-    map), and a stride-1 max pool grows each start to its block. Overlaps
-    make the dropped fraction a little lower than ``drop_prob``. Kept values
-    are scaled by ``numel / kept``, so the mean is unchanged. Identity in
-    eval mode and at ``drop_prob`` 0.
+    As the paper's Algorithm 1 (docs/configs_and_training.md): block starts
+    drawn per sample and channel where a whole block fits, grown to blocks by
+    a max pool; kept values rescaled so that the mean is unchanged.
 
     Args:
         drop_prob (float): Target fraction of activations to drop, in [0, 1).

@@ -16,6 +16,13 @@ from .ops import (BatchNormBase, norm_act, spatial_mean, sync_group,
                   weighted_sum)
 
 
+def norm_property(postfix: int) -> property:
+    """The norm that ``build_norm_layer`` named with ``postfix`` (``bn1``,
+    ``gn1``...): upstream's keys, one attribute name for every norm type."""
+    name = f'norm{postfix}_name'
+    return property(lambda self: getattr(self, getattr(self, name)))
+
+
 class SplitAttentionConv2d(BaseModule):
     """Split-attention convolution in radix-major layout.
 
@@ -29,8 +36,6 @@ class SplitAttentionConv2d(BaseModule):
 
     Upstream's function in less memory (docs/speed_and_memory.md): each split
     is pooled before the sum, and the weighted sum accumulates split by split.
-    A training batch of one, which has no batch statistics (upstream
-    raises), normalises the attention with BatchNorm's running statistics.
 
     Args:
         in_channels (int): Input channels.
@@ -44,6 +49,8 @@ class SplitAttentionConv2d(BaseModule):
         dropblock_prob (float): DropBlock rate after ``norm0``. Default: 0.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
+    norm0 = norm_property(0)  # after the split convolution
+    norm1 = norm_property(1)  # inside the attention MLP
 
     def __init__(self,
                  in_channels: int,
@@ -110,16 +117,6 @@ class SplitAttentionConv2d(BaseModule):
             None, inter_channels, channels * radix, 1, groups=groups)
         self.dropblock = DropBlock2d(
             dropblock_prob) if dropblock_prob > 0 else None
-
-    @property
-    def norm0(self):
-        """nn.Module: the norm after the split convolution."""
-        return getattr(self, self.norm0_name)
-
-    @property
-    def norm1(self):
-        """nn.Module: the norm inside the attention MLP."""
-        return getattr(self, self.norm1_name)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_channels, H, W) -> (B, C, H', W')."""

@@ -23,13 +23,7 @@ class DeepStem(nn.Sequential):
                                   (half, stem_channels, 1)):
             layers += [
                 build_conv_layer(
-                    conv_cfg,
-                    cin,
-                    cout,
-                    3,
-                    stride=stride,
-                    padding=1,
-                    bias=False),
+                    conv_cfg, cin, cout, 3, stride, padding=1, bias=False),
                 build_norm_layer(norm_cfg, cout)[1],
                 nn.ReLU(inplace=True)
             ]
