@@ -197,8 +197,7 @@ class ResNeSt(BaseModule):
                 multi_grid=multi_grid if i == num_stages - 1 else None,
                 drop_path_rates=drop_path_rates[i].tolist(),
                 dcn=dcn if stage_with_dcn[i] else None,
-                plugins=self.make_stage_plugins(plugins, i)
-                if plugins else None,
+                plugins=self.make_stage_plugins(plugins or [], i),
                 # stages 3 and 4 only, as in the authors' resnet.py
                 dropblock_prob=dropblock_prob if i >= 2 else 0.,
                 init_cfg=block_init_cfg)
@@ -264,19 +263,18 @@ class ResNeSt(BaseModule):
         block_kwargs.update(
             {name: getattr(self, name)
              for name in _BLOCK_ARGS})
-        blocks = []
-        for i, (block_dilation, drop_path_rate) in enumerate(
-                zip(block_dilations, drop_path_rates, strict=True)):
-            blocks.append(
-                self.block(
-                    inplanes=inplanes if i == 0 else out_channels,
-                    planes=planes,
-                    stride=stride if i == 0 else 1,
-                    dilation=block_dilation,
-                    downsample=downsample if i == 0 else None,
-                    drop_path_rate=drop_path_rate,
-                    **block_kwargs))
-        return Sequential(*blocks)
+        return Sequential(*[
+            self.block(
+                inplanes=inplanes if i == 0 else out_channels,
+                planes=planes,
+                stride=stride if i == 0 else 1,
+                dilation=block_dilation,
+                downsample=downsample if i == 0 else None,
+                drop_path_rate=drop_path_rate,
+                **block_kwargs)
+            for i, (block_dilation, drop_path_rate) in enumerate(
+                zip(block_dilations, drop_path_rates, strict=True))
+        ])
 
     def _out_stages(self):
         """The stages ``forward`` returns, in its order (stage order)."""
@@ -330,9 +328,7 @@ class ResNeSt(BaseModule):
                 for i in range(1, self.frozen_stages + 1)
             ]
             for m in frozen:
-                m.eval()
-                for param in m.parameters():
-                    param.requires_grad = False
+                m.eval().requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """(N, in_channels, H, W) -> the ``out_indices`` stage outputs."""
