@@ -1,6 +1,5 @@
 """Blocks per stage and stem width of each ResNeSt depth, and the
-architecture a state dict (in our keys) was made by: the backbone is built
-from these facts, and a checkpoint is checked against a model with them.
+architecture a state dict (in our keys) was made by, checked against a model.
 """
 import re
 from collections import Counter
@@ -22,9 +21,8 @@ STAGE_BLOCKS = {
     269: (3, 30, 48, 8),
 }
 
-# depth: the authors' deep-stem output channels (twice their stem_width): 64
-# up to ResNeSt-50, 128 from 101 on (resnest/torch/resnest.py; timm's
-# resnest14d/26d).
+# depth: the authors' deep-stem output channels (twice their stem_width;
+# resnest/torch/resnest.py, timm's resnest14d/26d).
 STEM_CHANNELS = {depth: 64 if depth <= 50 else 128 for depth in STAGE_BLOCKS}
 
 _DEPTHS = {blocks: depth for depth, blocks in STAGE_BLOCKS.items()}

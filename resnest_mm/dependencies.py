@@ -1,7 +1,6 @@
 """Check at import that mmcv and mmengine are installed at versions that work,
-with a message that says what to install, as mmdet's ``__init__`` does: mmcv
-is not in ``install_requires`` (docs/install.md). Importing this runs it.
-"""
+saying what to install, as mmdet's ``__init__`` does: mmcv is not in
+``install_requires`` (docs/install.md)."""
 import importlib
 
 # 2.0.0: mmcv's layer builders on mmengine's registries (1.x has its own).

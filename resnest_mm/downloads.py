@@ -1,9 +1,6 @@
 """Where a checkpoint comes from: a release's short name, an ``open-mmlab://``
-name, an http(s) URL or a path, made a local file.
-
-Downloads are cached where mmengine's are, so either finds the other's files;
-a release file's hash is checked on every use, so a truncated copy cannot
-load.
+name, an http(s) URL or a path, made a local file (downloads cached where
+mmengine's are, so either finds the other's).
 """
 import hashlib
 import os
@@ -24,9 +21,7 @@ OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     """A local file for ``checkpoint``: a short name, an ``open-mmlab://``
-    name, an http(s) URL, or a path. Downloads go once into the torch hub
-    cache (``torch.hub.get_dir()/checkpoints``); offline, the error says
-    which file to put there."""
+    name, an http(s) URL, or a path (see :func:`download_checkpoint`)."""
     checkpoint = os.fspath(checkpoint)
     if checkpoint in RELEASES:
         release = RELEASES[checkpoint]
@@ -69,7 +64,8 @@ def _openmmlab_file(checkpoint: str) -> str:
 def download_checkpoint(url: str, hash_prefix: str | None = None) -> str:
     """The torch hub cache's copy of ``url`` (where mmengine's
     ``load_from_http`` puts it), downloaded if absent; its sha256 must start
-    with ``hash_prefix``, if given, on download and on every use."""
+    with ``hash_prefix``, if given, on download and on every use (so a
+    truncated copy cannot load); offline, the error says where to put it."""
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
     if os.path.isfile(path):

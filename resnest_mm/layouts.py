@@ -134,9 +134,8 @@ DETECTRON2 = KeyScheme('detectron2',
                        ('stem.conv1_1.weight', 'res2.0.conv2.conv.weight'),
                        _rename_detectron2, ('linear.', ))
 
-# In the order they are tried, and listed when none fits. The prefixes say
-# where a backbone sits: at the top, in an mmdet/mmseg model, in a
-# detectron2 model (its FPN backbone wraps the ResNet as ``bottom_up``).
+# In the order they are tried. A detectron2 model's FPN backbone wraps the
+# ResNet as ``bottom_up``.
 LAYOUTS = (
     Layout(
         '', AUTHORS, "authors' release / timm",
@@ -171,11 +170,9 @@ LAYOUTS = (
 def convert_checkpoint(checkpoint: Any,
                        prefix: str | None = None) -> Converted:
     """Find the layout of a loaded checkpoint (see :func:`state_dict_of`)
-    and return its backbone in our keys; ``prefix`` says where the backbone
-    sits if neither at the top nor under ``backbone.``.
-
-    Raises ``ValueError`` listing the known layouts if none fits.
-    """
+    and return its backbone in our keys; ``prefix``: where the backbone sits
+    if neither at the top nor under ``backbone.``. Raises ``ValueError``
+    listing the known layouts if none fits."""
     state_dict = state_dict_of(checkpoint)
     if not isinstance(state_dict, dict):
         raise ValueError(

@@ -1,9 +1,8 @@
 """Precise BN: BatchNorm statistics recomputed with the final weights over
 many training batches (detectron2's ``TEST.PRECISE_BN``; mmengine lacks it;
-docs/configs_and_training.md).
-"""
+docs/configs_and_training.md)."""
 import logging
-from itertools import islice
+from itertools import chain, islice, repeat
 from typing import Iterable, Optional
 
 import torch
@@ -23,8 +22,7 @@ def recompute_bn_stats(model: torch.nn.Module,
     """Set the running mean and variance, ``(C,)``, of every BatchNorm that
     trains after ``model.train()`` (an mmengine ``BaseModel``) to their
     average over ``num_iters`` of ``batches`` (dataloader items), as fvcore's
-    ``update_bn_stats``; return how many norms changed.
-    """
+    ``update_bn_stats``; return how many norms changed."""
     was_training = model.training
     model.train()
     norms = [
@@ -64,14 +62,6 @@ def recompute_bn_stats(model: torch.nn.Module,
     return len(norms)
 
 
-def _endless(loader):
-    """The loader's batches, epoch after epoch."""
-    if len(loader) == 0:
-        raise ValueError('PreciseBN: the training dataloader is empty')
-    while True:
-        yield from loader
-
-
 @HOOKS.register_module()
 class PreciseBNHook(Hook):
     """Recompute BatchNorm statistics over ``num_iters`` training batches at
@@ -109,6 +99,10 @@ class PreciseBNHook(Hook):
             runner.model) else runner.model
         runner.logger.info(f'PreciseBN: recomputing BatchNorm statistics '
                            f'over {self.num_iters} training batches')
-        updated = recompute_bn_stats(model, _endless(runner.train_dataloader),
-                                     self.num_iters, runner.logger)
+        loader = runner.train_dataloader
+        if len(loader) == 0:
+            raise ValueError('PreciseBN: the training dataloader is empty')
+        batches = chain.from_iterable(repeat(loader))  # epoch after epoch
+        updated = recompute_bn_stats(model, batches, self.num_iters,
+                                     runner.logger)
         runner.logger.info(f'PreciseBN: updated {updated} BatchNorm layers')

@@ -1,9 +1,6 @@
 """Put our ``ResNeSt`` in mmdet's and mmseg's model registries, in place of
-theirs, and resolve forks' ``mmseg::`` config bases.
-
-Upstream's ``models`` package registers its ``ResNeSt`` without ``force``
-(``KeyError`` if the name is taken), so it is imported first and ours then
-replaces it with ``force=True``: either import order works.
+theirs in either import order (docs/design.md), and resolve forks'
+``mmseg::`` config bases.
 """
 import importlib
 import importlib.metadata
@@ -39,7 +36,7 @@ def register_all() -> List[str]:
     ``['mmdet', 'mmseg']``."""
     done = []
     for package, cls in _TARGETS.items():
-        try:  # registers upstream's ResNeSt
+        try:  # registers upstream's ResNeSt (without force) first
             importlib.import_module(f'{package}.models')
         except ModuleNotFoundError as err:
             if err.name != package:  # installed but broken: say so
@@ -55,8 +52,7 @@ def resolve_forked_scopes() -> None:
     """Point mmengine's ``scope::`` config bases (``MODULE2PACKAGE``, in
     place) at the distribution that provides each scope's module where
     mmengine's name for it does not, e.g. ``onedl-mmsegmentation`` for
-    ``mmseg``. Call it before ``Config.fromfile``; our tools do.
-    """
+    ``mmseg``. Call it before ``Config.fromfile``; our tools do."""
     providers = importlib.metadata.packages_distributions()
     for scope, package in MODULE2PACKAGE.items():
         if providers.get(scope) and package not in providers[scope]:

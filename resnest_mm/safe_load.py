@@ -35,8 +35,7 @@ _REFUSAL = re.compile(
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint holds a pickled object outside the allowlist; it was not
-    loaded."""
+    """A checkpoint pickles an object outside the allowlist; nothing loaded."""
 
 
 class CorruptCheckpointError(RuntimeError):

@@ -1,9 +1,6 @@
-"""Pretrained weights loaded into a model, checked first and reported.
-
-A checkpoint that does not fit the model, or lacks weights it needs, is
-refused before anything loads: mmengine's loader loads what fits and only
-logs the rest, which can leave a backbone silently random.
-"""
+"""Pretrained weights loaded into a model, checked first (mmengine's loader
+loads what fits and only logs the rest: a silently random backbone) and
+reported."""
 import logging
 import os
 import re
@@ -55,10 +52,8 @@ def load_converted(model: 'ResNeSt',
                    converted: Converted,
                    source: str = 'checkpoint') -> LoadReport:
     """Check ``converted`` against ``model``, load it, and log and return a
-    :class:`LoadReport`.
-
-    Raises ``ValueError``, leaving the model untouched, if the architecture
-    differs, if weights of the plain network are missing or if shapes differ.
+    :class:`LoadReport`. Raises ``ValueError``, leaving the model untouched,
+    if the architecture differs, plain weights are missing or shapes differ.
     """
     state_dict = converted.state_dict
     arch = read_architecture(state_dict)
