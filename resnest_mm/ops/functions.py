@@ -1,7 +1,6 @@
 """The custom autograd functions: ops that keep less for backward than
 torch's own and rebuild the rest with the same kernels, so rebuilt values
-differ by rounding only (docs/speed_and_memory.md). Private torch APIs are
-reached through :mod:`.torch_api` only."""
+differ by rounding only (docs/speed_and_memory.md)."""
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -13,9 +12,8 @@ from . import torch_api
 
 
 class NormActState(NamedTuple):
-    """What :func:`batch_norm_relu` keeps instead of its output: the input
-    ``c`` ``(B, D, H, W)``, and ``(D,)`` weight, bias, batch mean and
-    inverse std."""
+    """What :func:`batch_norm_relu` keeps instead of its output: ``c``
+    ``(B, D, H, W)``; ``(D,)`` weight, bias, batch mean and inverse std."""
     c: Tensor
     weight: Tensor
     bias: Tensor
@@ -24,7 +22,7 @@ class NormActState(NamedTuple):
 
     def rebuild(self) -> Tensor:
         """``relu(batch_norm(c))`` in ``c``'s dtype, computed in the
-        statistics' (float32 under autocast) precision."""
+        statistics' (float32 under autocast)."""
         scale = self.invstd * self.weight
         shift = self.bias - self.mean * scale
         out = torch.addcmul(
@@ -33,12 +31,10 @@ class NormActState(NamedTuple):
 
 
 class RebuiltOutput:
-    """An output of ours, rebuilt once in backward for the next ops that
-    need it and released by the backward of the op that made it, which runs
-    after theirs."""
+    """An output of ours, rebuilt once in backward for the ops that saved
+    it, and released by the backward of its maker, which runs after theirs."""
 
-    def __init__(self):
-        self._value = None
+    _value: Optional[Tensor] = None
 
     def get(self, rebuild: Callable[[], Tensor]) -> Tensor:
         if self._value is None:
@@ -51,10 +47,9 @@ class RebuiltOutput:
 
 
 def weighted_split_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
-    """``sum_r splits[:, r] * atten[:, r]``:
-    ``(B, R, C, H, W), (B, R, C, 1, 1) -> (B, C, H, W)``, accumulated in
-    place, so no ``(B, R, C, H, W)`` product is made; ``radix`` is given,
-    not read from a shape, for torch.fx."""
+    """``sum_r splits[:, r] * atten[:, r]``: ``(B, R, C, H, W),
+    (B, R, C, 1, 1) -> (B, C, H, W)``, accumulated in place (no product of
+    the splits' size); ``radix`` is given, not read from a shape, for fx."""
     out = splits[:, 0] * atten[:, 0]
     for r in range(1, radix):
         out = out.addcmul_(splits[:, r], atten[:, r])
@@ -63,18 +58,15 @@ def weighted_split_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
 
 def batch_norm_relu(c: Tensor, norm: nn.Module,
                     group: Optional[dist.ProcessGroup]) -> Tensor:
-    """``relu(norm(c))`` for a training BatchNorm2d or SyncBatchNorm,
-    keeping ``c`` and the batch statistics instead of the output; ``group``
-    is the SyncBatchNorm's process group, None for one process."""
+    """``relu(norm(c))`` for a training BatchNorm2d or SyncBatchNorm (over
+    ``group``, or None), keeping ``c`` and the statistics, not the output."""
     momentum = norm.momentum if norm.track_running_stats else 0.0
     if norm.track_running_stats:
         norm.num_batches_tracked.add_(1)
         if momentum is None:  # cumulative, as in nn.BatchNorm2d.forward
             momentum = 1 / norm.num_batches_tracked.item()
-    out, _, _ = _BatchNormReLU.apply(c, norm.weight, norm.bias,
-                                     norm.running_mean, norm.running_var,
-                                     momentum, norm.eps, group)
-    return out
+    return _BatchNormReLU.apply(c, norm.weight, norm.bias, norm.running_mean,
+                                norm.running_var, momentum, norm.eps, group)[0]
 
 
 class _BatchNormReLU(torch.autograd.Function):
@@ -82,15 +74,13 @@ class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, weight, bias, running_mean, running_var, momentum, eps,
                 group):
+        inputs = (c, weight, bias, running_mean, running_var)
         if group is None:
-            out, mean, invstd = torch_api.batch_norm(c, weight, bias,
-                                                     running_mean, running_var,
-                                                     momentum, eps)
+            out, mean, invstd = torch_api.batch_norm(*inputs, momentum, eps)
             counts = ()
         else:
-            out, saved = torch_api.sync_batch_norm(c, weight, bias,
-                                                   running_mean, running_var,
-                                                   eps, momentum, group)
+            out, saved = torch_api.sync_batch_norm(*inputs, eps, momentum,
+                                                   group)
             c, weight, mean, invstd, *counts = saved
         out = out.relu_()
         ctx.save_for_backward(c, weight, bias, mean, invstd, *counts)
@@ -101,32 +91,29 @@ class _BatchNormReLU(torch.autograd.Function):
 
     @staticmethod
     def rebuild(ctx):
-        """The output, from the saved input and statistics."""
         return NormActState(*ctx.saved_tensors[:5]).rebuild()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_mean, _grad_invstd):
         saved = ctx.saved_tensors  # once: checkpointing allows one unpack
-        state = NormActState(*saved[:5])
-        grad = torch_api.relu_backward(grad, ctx.rebuilt.get(state.rebuild))
+        c, weight, _, mean, invstd, *counts = saved
+        rebuilt = ctx.rebuilt.get(NormActState(*saved[:5]).rebuild)
+        grad = torch_api.relu_backward(grad, rebuilt)
         ctx.rebuilt.release()
         needs_grad = ctx.needs_input_grad[:3]
         if ctx.group is None:
-            grads = torch_api.batch_norm_backward(grad, state.c, state.weight,
-                                                  state.mean, state.invstd,
-                                                  ctx.eps, needs_grad)
+            grads = torch_api.batch_norm_backward(grad, c, weight, mean,
+                                                  invstd, ctx.eps, needs_grad)
         else:
-            kept = (state.c, state.weight, state.mean, state.invstd,
-                    *saved[5:])
-            grads = torch_api.sync_batch_norm_backward(grad, needs_grad,
-                                                       ctx.group, kept)
+            grads = torch_api.sync_batch_norm_backward(
+                grad, needs_grad, ctx.group,
+                (c, weight, mean, invstd, *counts))
         return (*grads, None, None, None, None, None)
 
 
 def _rebuildable(x: Tensor):
-    """The node of ours that made ``x`` and can rebuild it (``x`` is its
-    output, unchanged since), or None."""
+    """Our node that made and can rebuild ``x`` (unchanged since), or None."""
     node = x.grad_fn
     if type(node) in _REBUILDERS and torch_api.version(x) == node.out_version:
         return node
@@ -135,10 +122,9 @@ def _rebuildable(x: Tensor):
 
 def weighted_sum_keeping_input(splits: Tensor, atten: Tensor,
                                radix: int) -> Tensor:
-    """:func:`weighted_split_sum` of radix-major ``splits``
-    ``(B, R*C, H, W)`` and ``atten`` ``(B, R, C, 1, 1)``; where ``splits``
-    comes from :func:`batch_norm_relu`, keeping its ``c`` instead of the
-    splits and rebuilding both splits and sum in backward."""
+    """:func:`weighted_split_sum` of ``splits`` ``(B, R*C, H, W)``; where
+    they come from :func:`batch_norm_relu`, keeping its ``c`` instead and
+    rebuilding splits and sum in backward."""
     node = _rebuildable(splits)
     if type(node) is not _BATCH_NORM_RELU_NODE:
         return weighted_split_sum(by_radix(splits, radix), atten, radix)
@@ -166,7 +152,6 @@ class _RecomputingWeightedSum(torch.autograd.Function):
 
     @staticmethod
     def rebuild(ctx):
-        """The output, from the saved conv output, statistics and attention."""
         atten, *state = ctx.saved_tensors
         splits = ctx.splits.get(NormActState(*state).rebuild)
         return weighted_split_sum(
@@ -211,11 +196,9 @@ class _MaxPool2d(torch.autograd.Function):
 
 
 def spatial_mean(x: Tensor) -> Tensor:
-    """``x.mean((2, 3), keepdim=True)``: ``(B, C, H, W) -> (B, C, 1, 1)``.
-
-    Keeps no ``x``; in eager training its gradient is a broadcast view, not
-    torch's dense NCHW tensor, which is ~15x slower to add to channels_last.
-    """
+    """``x.mean((2, 3), keepdim=True)``: ``(B, C, H, W) -> (B, C, 1, 1)``,
+    keeping no ``x``; in eager training its gradient is a broadcast view, not
+    torch's dense NCHW tensor, ~15x slower to add to channels_last."""
     if (not torch_api.tracing(x) and x.requires_grad
             and torch.is_grad_enabled()):
         return _SpatialMean.apply(x)
@@ -243,10 +226,9 @@ _REBUILDERS = {
 
 
 class RecomputedActivations(torch.autograd.graph.saved_tensors_hooks):
-    """While active, an op that saves an unchanged output of
-    :func:`batch_norm_relu` or :func:`weighted_sum_keeping_input` keeps the
-    node that made it instead, whose inputs autograd keeps anyway, and
-    asks it for its :class:`RebuiltOutput` in backward."""
+    """Saved-tensor hooks: an op saving an unchanged output of ours keeps
+    the node that made it (whose inputs autograd keeps anyway) and in
+    backward takes the node's :class:`RebuiltOutput`."""
 
     def __init__(self):
         # static hooks: bound methods would make each instance a reference

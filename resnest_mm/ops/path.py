@@ -1,7 +1,6 @@
 """The memory-saving training path: whether it acts, decided once per
-forward by :func:`memory_saving`, and the ops the layers ask, which take the
-path (:mod:`.functions`) inside it where a layer fits and are the plain ops
-elsewhere."""
+forward by :func:`memory_saving`, and the ops layers call, which take the
+path (:mod:`.functions`) where it acts and fits, the plain ops elsewhere."""
 import threading
 from contextlib import contextmanager, nullcontext
 from typing import Callable, ContextManager, Dict, Optional, Tuple
@@ -39,9 +38,8 @@ def _active() -> bool:
 
 def memory_saving(x: Tensor, enabled: bool = True) -> ContextManager:
     """The context of one forward of ``x``: on the path where ``enabled``,
-    gradients are on, the forward is eager (not fx, jit or torch.compile,
-    whose partitioner chooses what to recompute itself), and the path agrees
-    with the plain one on ``x``'s device type and (autocast) dtype."""
+    gradients are on, it is eager (not traced or compiled), and the
+    self-check passed on ``x``'s device type and (autocast) dtype."""
     if (not enabled or not torch.is_grad_enabled() or torch_api.tracing(x)
             or _active()):
         return nullcontext()
@@ -80,7 +78,7 @@ def weighted_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that on the path keeps no indices of the maxima."""
+    """``nn.MaxPool2d`` that keeps no indices of the maxima on the path."""
 
     def forward(self, x: Tensor) -> Tensor:
         if (_active() and x.requires_grad and torch.is_grad_enabled()
@@ -91,8 +89,7 @@ class MaxPool2d(nn.MaxPool2d):
 
 def checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Non-reentrant ``torch.utils.checkpoint`` of ``fn(x)``, off the path:
-    the checkpoint reruns ``fn`` in backward, outside the forward's session,
-    and both runs must keep the same tensors."""
+    its rerun in backward, outside the session, must save the same tensors."""
     return cp.checkpoint(_off_the_path, fn, x, use_reentrant=False)
 
 
@@ -102,17 +99,15 @@ def _off_the_path(fn, x):
 
 
 def _fits(c: Tensor, norm: nn.Module, act: nn.Module) -> bool:
-    """Whether ``act(norm(c))`` is what the path computes: a ReLU after
-    torch's own training BatchNorm2d or SyncBatchNorm (mmengine's ``SyncBN``
-    subclass only changes the input check) with affine parameters, gradients
-    on, and an input dtype its kernels take: the parameters', or autocast's
-    float16/bfloat16 with float32 parameters."""
+    """Whether the path computes ``act(norm(c))``: a ReLU after an affine
+    training BatchNorm2d or SyncBatchNorm with torch's ``forward`` (as
+    mmengine's ``SyncBN``), gradients on, ``c`` in the parameters' dtype or
+    a half dtype over float32 ones."""
     if not (type(act) is nn.ReLU and torch.is_grad_enabled() and norm.training
             and getattr(norm, 'affine', False) and any(
                 isinstance(norm, cls) and type(norm).forward is cls.forward
                 for cls in (nn.BatchNorm2d, nn.SyncBatchNorm))):
         return False
-    autocast = (
+    return c.dtype == norm.weight.dtype or (
         c.dtype in (torch.float16, torch.bfloat16)
         and norm.weight.dtype == torch.float32)
-    return c.dtype == norm.weight.dtype or autocast

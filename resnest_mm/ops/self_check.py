@@ -8,13 +8,12 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from .functions import (RecomputedActivations, batch_norm_relu,
+from .functions import (RecomputedActivations, batch_norm_relu, by_radix,
                         max_pool_keeping_input, weighted_split_sum,
                         weighted_sum_keeping_input)
 from .torch_api import TorchContractError, autocast_dtype
 
-#: largest relative error (2-norm) between the path and the plain ops, for
-#: rounding only: float16 and bfloat16 (and any other dtype) allow 1e-2
+#: largest relative error (2-norm) from rounding; any other dtype allows 1e-2
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 _RADIX, _CHANNELS = 2, 8
 _GRADIENTS = ('norm input', 'attention', 'next op', 'norm weight', 'norm bias')
@@ -46,15 +45,15 @@ def compare_with_plain_path(device: torch.device,
     """What differs between the path and the plain ops, beyond
     :data:`TOLERANCE`, on one small batch: a norm-ReLU, the weighted sum and
     the max pool of its output, and an op that saves that output."""
-    # saved-tensor hooks of the caller's (e.g. a checkpoint around the
-    # backbone) must not see the check's own graphs: the innermost pair acts
+    # the innermost hooks act: the caller's (a checkpoint) must not see ours
     with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
         path = _run(device, dtype, path=True)
         plain = _run(device, dtype, path=False)
     tolerance = TOLERANCE.get(dtype, 1e-2)
     differences = []
     for what, expected in plain.items():
-        err = _rel_err(path[what], expected)
+        err = float(
+            (path[what] - expected).norm() / expected.norm().clamp_min(1e-30))
         if not err <= tolerance:  # also catches nan
             differences.append(f'{what}: relative error {err:.2g} > '
                                f'{tolerance:g}')
@@ -65,8 +64,7 @@ def _run(device: torch.device, dtype: torch.dtype,
          path: bool) -> Dict[str, Tensor]:
     """One step on the path or the plain ops, from fixed random inputs: the
     outputs, gradients and running statistics, in float64."""
-    # a generator of its own leaves the global RNG (dropout, data order) as
-    # the run would have it
+    # a generator of its own leaves the global RNG as the run would have it
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape, dtype=dtype):
@@ -84,8 +82,7 @@ def _run(device: torch.device, dtype: torch.dtype,
         norm.weight.copy_(randn(channels, dtype=params))
         norm.bias.copy_(randn(channels, dtype=params))
     pool = nn.MaxPool2d(3, 2, 1)
-    # autocast off, as the check sets each dtype itself (only where it is on:
-    # a device type without autocast refuses torch.autocast altogether)
+    # autocast off where on: a device type without it refuses torch.autocast
     no_autocast = nullcontext()
     if autocast_dtype(device.type):
         no_autocast = torch.autocast(device.type, enabled=False)
@@ -97,21 +94,15 @@ def _run(device: torch.device, dtype: torch.dtype,
                         max_pool_keeping_input(x, pool), x * scale)
         else:
             x = torch.relu(norm(c))
-            weighted = weighted_split_sum(
-                x.view(4, _RADIX, _CHANNELS, 6, 6), atten, _RADIX)
+            weighted = weighted_split_sum(by_radix(x, _RADIX), atten, _RADIX)
             outs = (weighted, pool(x), x * scale)
         loss = sum(
             (out.float() * randn(*out.shape, dtype=torch.float32)).sum()
             for out in outs)
         grads = torch.autograd.grad(loss,
                                     (c, atten, scale, norm.weight, norm.bias))
-    result = dict(zip(('sum', 'pool', 'product'), outs))
-    result.update((f'gradient of the {what}', grad)
-                  for what, grad in zip(_GRADIENTS, grads))
-    result['running mean'] = norm.running_mean
-    result['running var'] = norm.running_var
-    return {k: v.detach().double() for k, v in result.items()}
-
-
-def _rel_err(actual: Tensor, expected: Tensor) -> float:
-    return float((actual - expected).norm() / expected.norm().clamp_min(1e-30))
+    names = ('sum', 'pool', 'product', *(f'gradient of the {what}'
+                                         for what in _GRADIENTS),
+             'running mean', 'running var')
+    values = (*outs, *grads, norm.running_mean, norm.running_var)
+    return {k: v.detach().double() for k, v in zip(names, values)}

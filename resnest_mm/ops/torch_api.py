@@ -19,16 +19,11 @@ except ImportError:
 #: the base class of every BatchNorm (mmcv and mmdet test against it too)
 BatchNormBase = _BatchNorm
 
-#: where the memory-saving path is turned off
-SWITCH = ('recompute_activations=False (in a config: '
-          'model.backbone.recompute_activations=False)')
-
 _ATEN_OPS = ('native_batch_norm_backward', 'threshold_backward',
              'max_pool2d_with_indices', 'max_pool2d_with_indices_backward')
 _SYNC_BN_FORWARD = ('self', 'input', 'weight', 'bias', 'running_mean',
                     'running_var', 'eps', 'momentum', 'process_group',
                     'world_size')
-_SYNC_BN_SAVED = 5  # input, weight, mean, invstd, per-process counts
 
 
 class TorchContractError(RuntimeError):
@@ -37,9 +32,10 @@ class TorchContractError(RuntimeError):
     def __init__(self, contract: str, found: object):
         super().__init__(
             f'torch {torch.__version__} breaks a contract of resnest_mm\'s '
-            f'memory-saving path: {contract}; found {found}. Set {SWITCH} '
-            'to train on the plain path, and report this message with your '
-            'torch version to resnest-mm.')
+            f'memory-saving path: {contract}; found {found}. Set '
+            'recompute_activations=False (in a config: model.backbone.'
+            'recompute_activations=False) to train on the plain path, and '
+            'report this message with your torch version to resnest-mm.')
 
 
 def check_contracts() -> None:
@@ -49,13 +45,12 @@ def check_contracts() -> None:
     missing = [op for op in _ATEN_OPS if not hasattr(torch.ops.aten, op)]
     if missing:
         raise TorchContractError('aten ops ' + ', '.join(_ATEN_OPS), missing)
-    params = tuple(
-        inspect.signature(_functions.SyncBatchNorm.forward).parameters)
+    sync = _functions.SyncBatchNorm
+    params = tuple(inspect.signature(sync.forward).parameters)
     if params != _SYNC_BN_FORWARD:
         raise TorchContractError(f'SyncBatchNorm.forward{_SYNC_BN_FORWARD}',
                                  params)
-    if not isinstance(
-            getattr(_functions.SyncBatchNorm, '_backward_cls', None), type):
+    if not isinstance(getattr(sync, '_backward_cls', None), type):
         raise TorchContractError('autograd.Function._backward_cls (a type)',
                                  'none')
     if not isinstance(getattr(torch.zeros(()), '_version', None), int):
@@ -67,16 +62,14 @@ _contracts_checked = []
 
 
 def tracing(x: Tensor) -> bool:
-    """Whether ``x`` flows through torch.fx, torch.jit.trace or
-    torch.compile rather than eager."""
+    """Whether ``x`` flows through torch.fx, jit.trace or torch.compile."""
     return (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
             or is_compiling())
 
 
 def sync_group(norm: torch.nn.Module) -> Optional[dist.ProcessGroup]:
-    """The process group over whose batches a training SyncBatchNorm
-    normalises, or None where it normalises its own batch, as
-    ``SyncBatchNorm.forward`` decides."""
+    """The process group a training SyncBatchNorm normalises over, or None
+    where it normalises its own batch (as ``SyncBatchNorm.forward``)."""
     if not (isinstance(norm, torch.nn.SyncBatchNorm) and norm.training
             and dist.is_available() and dist.is_initialized()):
         return None
@@ -129,16 +122,14 @@ def relu_backward(grad: Tensor, out: Tensor) -> Tensor:
 
 
 def max_pool_backward(grad: Tensor, x: Tensor, pool: tuple) -> Tensor:
-    """``max_pool2d``'s input gradient, finding the maxima in ``x`` again
-    (the same kernel picks the same maxima)."""
+    """``max_pool2d``'s input gradient, finding the maxima in ``x`` again."""
     _, indices = torch.ops.aten.max_pool2d_with_indices(x, *pool)
     return torch.ops.aten.max_pool2d_with_indices_backward(
         grad, x, *pool, indices)
 
 
 class _SyncContext(SimpleNamespace):
-    """The ``ctx`` torch's SyncBatchNorm function writes in forward and reads
-    in backward, kept apart from ours."""
+    """The ``ctx`` of torch's SyncBatchNorm function, kept apart from ours."""
 
     def save_for_backward(self, *tensors):
         self.saved_tensors = tensors
@@ -149,17 +140,16 @@ def sync_batch_norm(
         running_mean: Optional[Tensor], running_var: Optional[Tensor],
         eps: float, momentum: float,
         group: dist.ProcessGroup) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-    """torch's SyncBatchNorm function: the output and what it saves for
-    :func:`sync_batch_norm_backward` (input, weight, global mean and invstd,
-    per-process counts)."""
+    """torch's SyncBatchNorm function: the output and the tensors it saves
+    for :func:`sync_batch_norm_backward`."""
     ctx = _SyncContext()
     out = _functions.SyncBatchNorm.forward(ctx, c, weight, bias, running_mean,
                                            running_var, eps, momentum, group,
                                            dist.get_world_size(group))
-    if len(ctx.saved_tensors) != _SYNC_BN_SAVED:
+    if len(ctx.saved_tensors) != 5:
         raise TorchContractError(
-            f'SyncBatchNorm.forward saves {_SYNC_BN_SAVED} tensors (input, '
-            'weight, mean, invstd, counts)', len(ctx.saved_tensors))
+            'SyncBatchNorm.forward saves 5 tensors (input, weight, mean, '
+            'invstd, per-process counts)', len(ctx.saved_tensors))
     return out, ctx.saved_tensors
 
 
@@ -167,10 +157,8 @@ def sync_batch_norm_backward(grad: Tensor, needs_grad: Sequence[bool],
                              group: dist.ProcessGroup,
                              saved: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
     """Gradients of input, weight and bias of :func:`sync_batch_norm`."""
-    ctx = _SyncContext(
-        needs_input_grad=tuple(needs_grad),
-        process_group=group,
-        saved_tensors=saved)
+    ctx = _SyncContext(process_group=group, saved_tensors=saved)
+    ctx.needs_input_grad = tuple(needs_grad)
     return _functions.SyncBatchNorm.backward(ctx, grad)[:3]
 
 
@@ -186,6 +174,6 @@ def version(tensor: Tensor) -> int:
 
 def weights_only_globals() -> dict:
     """``{'module.name': object}``: the globals torch's weights-only
-    unpickler admits (private, from torch 1.13 on; read only when called)."""
+    unpickler admits (private, imported only when called)."""
     from torch import _weights_only_unpickler
     return _weights_only_unpickler._get_allowed_globals()
