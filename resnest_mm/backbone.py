@@ -298,17 +298,15 @@ class ResNeSt(BaseModule):
         :func:`~resnest_mm.weights.load_pretrained`, which converts any known
         layout and refuses missing weights (mmengine's ``PretrainedInit``
         loads with ``strict=False`` and only logs them)."""
-        cfgs = self.init_cfg if isinstance(self.init_cfg,
-                                           list) else [self.init_cfg]
+        init_cfg = self.init_cfg
+        cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
         pretrained = [
             c for c in cfgs
             if c and c['type'] in ('Pretrained', PretrainedInit)
         ]
         if self.is_init or not pretrained:
             return super().init_weights()
-        init_cfg, self.init_cfg = self.init_cfg, [
-            c for c in cfgs if c not in pretrained
-        ]
+        self.init_cfg = [c for c in cfgs if c not in pretrained]
         try:
             super().init_weights()
         finally:
