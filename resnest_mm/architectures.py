@@ -1,6 +1,5 @@
-"""Blocks per stage and stem width of each ResNeSt depth, and the
-architecture a state dict (in our keys) was made by, checked against a model.
-"""
+"""Blocks per stage and stem width of each ResNeSt depth, and the architecture
+a state dict (our keys) was made by, checked against a model."""
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -48,8 +47,7 @@ class Architecture:
                 f'a ResNeSt with {self.stage_blocks} blocks per stage')
 
     def model_kwargs(self) -> dict[str, Any]:
-        """``ResNeSt`` arguments that build this network (``avd_first`` is not
-        in the weights)."""
+        """``ResNeSt`` arguments for it (the weights hold no ``avd_first``)."""
         kwargs = dict(
             depth=self.depth,
             stem_channels=self.stem_channels,
@@ -68,10 +66,9 @@ def read_architecture(state_dict: Mapping[str, Any]) -> Architecture:
         match = re.match(r'layer(\d+)\.(\d+)\.conv1\.weight$', key)
         if match:
             blocks[int(match.group(1))] += 1
-    conv1 = state_dict['layer1.0.conv1.weight']  # (width, inplanes, 1, 1)
+    width = state_dict['layer1.0.conv1.weight'].shape[0]  # (width, in, 1, 1)
     # (width * radix, width / (groups * radix), 3, 3)
     split = state_dict['layer1.0.conv2.conv.weight']
-    width = conv1.shape[0]
     radix = split.shape[0] // width
     stem = state_dict.get('stem.6.weight')
     return Architecture(

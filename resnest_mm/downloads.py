@@ -1,7 +1,6 @@
 """Where a checkpoint comes from: a release's short name, an ``open-mmlab://``
 name, an http(s) URL or a path, made a local file (downloads cached where
-mmengine's are, so either finds the other's).
-"""
+mmengine's are, so either finds the other's)."""
 import hashlib
 import os
 import urllib.parse
@@ -14,8 +13,7 @@ from mmengine.runner.checkpoint import (_get_mmengine_home,
 
 from .releases import RELEASES
 
-# The names of OpenMMLab's own ResNeSt files in mmdet's and mmseg's configs
-# (open-mmlab://resnest50 ...), resolved through mmengine's tables.
+# OpenMMLab's own files, in mmdet's and mmseg's configs: open-mmlab://resnest50
 OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
 
 

@@ -1,6 +1,5 @@
 """Checkpoint layouts: which one a checkpoint is in (a :class:`Layout` record
-each in ``LAYOUTS``), and its backbone in our keys (mmdet's and mmseg's).
-"""
+each in ``LAYOUTS``), and its backbone in our keys (mmdet's, mmseg's)."""
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping

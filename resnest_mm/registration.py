@@ -1,7 +1,6 @@
 """Put our ``ResNeSt`` in mmdet's and mmseg's model registries, in place of
 theirs in either import order (docs/design.md), and resolve forks'
-``mmseg::`` config bases.
-"""
+``mmseg::`` config bases."""
 import importlib
 import importlib.metadata
 from typing import List, Optional

@@ -1,7 +1,6 @@
 """The authors' released networks: a :class:`Release` record each in
 ``RELEASES``, and a plain PyTorch constructor each (``resnest50()`` ...), set
-as in the authors' ``resnest`` 0.0.5 package (docs/plain_pytorch.md).
-"""
+as in the authors' ``resnest`` 0.0.5 package (docs/plain_pytorch.md)."""
 import difflib
 import inspect
 import logging

@@ -1,8 +1,7 @@
 """Checkpoint loading that cannot run code, yet reads mmengine's checkpoints,
 on every supported torch: weights-only with :data:`MMENGINE_SAFE_GLOBALS`
 added (torch >= 2.6) or :class:`AllowlistUnpickler` (before); docs/weights.md,
-"Is loading a checkpoint safe?".
-"""
+"Is loading a checkpoint safe?"."""
 import _compat_pickle
 import codecs
 import collections

@@ -19,8 +19,7 @@ from .safe_load import load_checkpoint_safely
 if TYPE_CHECKING:
     from .backbone import ResNeSt
 
-# Keys every plain ResNeSt has, so a checkpoint must give them. Others (DCN
-# offsets, plugins) are added modules that ImageNet weights cannot hold.
+# Keys a checkpoint must give: a plain ResNeSt's (not DCN offsets, plugins).
 _PLAIN_KEY = re.compile(
     r'(stem\.\d+|layer\d+\.\d+\.'
     r'(conv1|bn1|conv2\.(conv|bn0|fc1|bn1|fc2)|conv3|bn3|downsample\.\d+))'
@@ -53,8 +52,7 @@ def load_converted(model: 'ResNeSt',
                    source: str = 'checkpoint') -> LoadReport:
     """Check ``converted`` against ``model``, load it, and log and return a
     :class:`LoadReport`. Raises ``ValueError``, leaving the model untouched,
-    if the architecture differs, plain weights are missing or shapes differ.
-    """
+    if the architecture or shapes differ or plain weights are missing."""
     state_dict = converted.state_dict
     arch = read_architecture(state_dict)
     try:
@@ -107,8 +105,7 @@ def load_pretrained(model: 'ResNeSt',
 
 
 def key_summary(keys: list[str], limit: int = 8) -> str:
-    """The keys themselves, or beyond ``limit`` their top-level modules and
-    counts."""
+    """The keys, or beyond ``limit`` their top-level modules and counts."""
     if len(keys) <= limit:
         return ', '.join(keys)
     groups = Counter(k.split('.')[0] for k in keys)
