@@ -276,22 +276,18 @@ class ResNeSt(BaseModule):
                 zip(block_dilations, drop_path_rates, strict=True))
         ])
 
-    def _out_stages(self):
-        """The stages ``forward`` returns, in its order (stage order)."""
-        return sorted(set(self.out_indices))
-
     @property
     def out_channels(self) -> Tuple[int, ...]:
         """tuple[int]: each output's channels, ``4 * base_channels * 2**i``."""
         return tuple(self.block.expansion * self.base_channels * 2**i
-                     for i in self._out_stages())
+                     for i in sorted(self.out_indices))
 
     @property
     def out_strides(self) -> Tuple[int, ...]:
         """tuple[int]: input-to-output size ratio of each output, e.g.
         ``(4, 8, 16, 32)``; dilated stages keep it (OS8 settings report 8)."""
         return tuple(4 * math.prod(self.strides[:i + 1])
-                     for i in self._out_stages())
+                     for i in sorted(self.out_indices))
 
     def init_weights(self):
         """Initialise as ``init_cfg`` says, ``Pretrained`` through
