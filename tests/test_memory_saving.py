@@ -369,7 +369,6 @@ def test_a_path_that_differs_turns_itself_off_and_warns_once(
 
 def test_a_changed_private_contract_fails_naming_it_and_the_switch(
         fresh_verdicts, monkeypatch):
-    monkeypatch.setattr(torch_api, '_contracts_checked', [])
     monkeypatch.setattr(torch_api, '_SYNC_BN_FORWARD', ('self', 'input'))
     with pytest.raises(
             torch_api.TorchContractError,

@@ -46,10 +46,18 @@ class RebuiltOutput:
         self._value = None
 
 
+def by_radix(splits: Tensor, radix: int) -> Tensor:
+    """``(B, R*C, H, W) -> (B, R, C, H, W)``, a view (``view``, not
+    ``unflatten``: ONNX opset 11 has no export for the latter)."""
+    return splits.view(
+        splits.size(0), radix, -1, splits.size(2), splits.size(3))
+
+
 def weighted_split_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
-    """``sum_r splits[:, r] * atten[:, r]``: ``(B, R, C, H, W),
+    """``sum_r splits[:, r] * atten[:, r]``: ``(B, R*C, H, W),
     (B, R, C, 1, 1) -> (B, C, H, W)``, accumulated in place (no product of
     the splits' size); ``radix`` is given, not read from a shape, for fx."""
+    splits = by_radix(splits, radix)
     out = splits[:, 0] * atten[:, 0]
     for r in range(1, radix):
         out = out.addcmul_(splits[:, r], atten[:, r])
@@ -127,24 +135,16 @@ def weighted_sum_keeping_input(splits: Tensor, atten: Tensor,
     rebuilding splits and sum in backward."""
     node = _rebuildable(splits)
     if type(node) is not _BATCH_NORM_RELU_NODE:
-        return weighted_split_sum(by_radix(splits, radix), atten, radix)
+        return weighted_split_sum(splits, atten, radix)
     state = NormActState(*node.saved_tensors[:5])
     return _RecomputingWeightedSum.apply(splits, atten, node.rebuilt, *state)
-
-
-def by_radix(splits: Tensor, radix: int) -> Tensor:
-    """``(B, R*C, H, W) -> (B, R, C, H, W)``, a view (``view``, not
-    ``unflatten``: ONNX opset 11 has no export for the latter)."""
-    return splits.view(
-        splits.size(0), radix, -1, splits.size(2), splits.size(3))
 
 
 class _RecomputingWeightedSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, splits, atten, rebuilt_splits, *state):
-        radix = atten.size(1)
-        out = weighted_split_sum(by_radix(splits, radix), atten, radix)
+        out = weighted_split_sum(splits, atten, atten.size(1))
         ctx.save_for_backward(atten, *state)
         ctx.splits, ctx.rebuilt = rebuilt_splits, RebuiltOutput()
         ctx.out_version = torch_api.version(out)
@@ -154,8 +154,7 @@ class _RecomputingWeightedSum(torch.autograd.Function):
     def rebuild(ctx):
         atten, *state = ctx.saved_tensors
         splits = ctx.splits.get(NormActState(*state).rebuild)
-        return weighted_split_sum(
-            by_radix(splits, atten.size(1)), atten, atten.size(1))
+        return weighted_split_sum(splits, atten, atten.size(1))
 
     @staticmethod
     @once_differentiable

@@ -10,7 +10,7 @@ import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from . import torch_api
-from .functions import (RecomputedActivations, batch_norm_relu, by_radix,
+from .functions import (RecomputedActivations, batch_norm_relu,
                         max_pool_keeping_input, weighted_split_sum,
                         weighted_sum_keeping_input)
 from .self_check import agrees_with_plain_path
@@ -74,7 +74,7 @@ def weighted_sum(splits: Tensor, atten: Tensor, radix: int) -> Tensor:
     splits are rebuilt in backward from the conv output their norm kept."""
     if _active():
         return weighted_sum_keeping_input(splits, atten, radix)
-    return weighted_split_sum(by_radix(splits, radix), atten, radix)
+    return weighted_split_sum(splits, atten, radix)
 
 
 class MaxPool2d(nn.MaxPool2d):

@@ -8,7 +8,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from .functions import (RecomputedActivations, batch_norm_relu, by_radix,
+from .functions import (RecomputedActivations, batch_norm_relu,
                         max_pool_keeping_input, weighted_split_sum,
                         weighted_sum_keeping_input)
 from .torch_api import TorchContractError, autocast_dtype
@@ -94,7 +94,7 @@ def _run(device: torch.device, dtype: torch.dtype,
                         max_pool_keeping_input(x, pool), x * scale)
         else:
             x = torch.relu(norm(c))
-            weighted = weighted_split_sum(by_radix(x, _RADIX), atten, _RADIX)
+            weighted = weighted_split_sum(x, atten, _RADIX)
             outs = (weighted, pool(x), x * scale)
         loss = sum(
             (out.float() * randn(*out.shape, dtype=torch.float32)).sum()

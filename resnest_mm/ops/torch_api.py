@@ -39,9 +39,7 @@ class TorchContractError(RuntimeError):
 
 
 def check_contracts() -> None:
-    """Assert, once, the contracts that can be checked without running."""
-    if _contracts_checked:
-        return
+    """Assert the contracts that can be checked without running."""
     missing = [op for op in _ATEN_OPS if not hasattr(torch.ops.aten, op)]
     if missing:
         raise TorchContractError('aten ops ' + ', '.join(_ATEN_OPS), missing)
@@ -55,10 +53,6 @@ def check_contracts() -> None:
                                  'none')
     if not isinstance(getattr(torch.zeros(()), '_version', None), int):
         raise TorchContractError('Tensor._version (an int)', 'none')
-    _contracts_checked.append(True)
-
-
-_contracts_checked = []
 
 
 def tracing(x: Tensor) -> bool:
