@@ -13,6 +13,9 @@ from mmengine.runner.checkpoint import (_get_mmengine_home,
 
 from .releases import RELEASES
 
+# The authors' release files (their package gets the same from wasabisys.com)
+RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
+               'weights_step1/{}')
 # OpenMMLab's own files, in mmdet's and mmseg's configs: open-mmlab://resnest50
 OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
 
@@ -23,7 +26,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> str:
     checkpoint = os.fspath(checkpoint)
     if checkpoint in RELEASES:
         release = RELEASES[checkpoint]
-        return download_checkpoint(release.url, release.sha256)
+        return download_checkpoint(
+            RELEASE_URL.format(release.file), release.sha256)
     if checkpoint.startswith(OPENMMLAB_SCHEMES):
         return _openmmlab_file(checkpoint)
     if checkpoint.startswith(('http://', 'https://')):

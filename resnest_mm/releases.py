@@ -15,10 +15,6 @@ from .architectures import STEM_CHANNELS
 if TYPE_CHECKING:
     from .backbone import ResNeSt
 
-# The authors' release files (their package gets the same from wasabisys.com)
-RELEASE_URL = ('https://github.com/zhanghang1989/ResNeSt/releases/download/'
-               'weights_step1/{}')
-
 
 @dataclass(frozen=True)
 class Release:
@@ -43,10 +39,6 @@ class Release:
     @property
     def file(self) -> str:
         return f'{self.name}-{self.sha256}.pth'
-
-    @property
-    def url(self) -> str:
-        return RELEASE_URL.format(self.file)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -121,10 +113,9 @@ def build_release(name: str,
     overridable.remove('pretrained')
     unknown = [k for k in overrides if k not in overridable]
     if unknown:
-        hints = ''
-        for k in unknown:
-            for close in difflib.get_close_matches(k, overridable, 1):
-                hints += f' ({k}: did you mean {close}?)'
+        hints = ''.join(
+            f' ({k}: did you mean {close}?)' for k in unknown
+            for close in difflib.get_close_matches(k, overridable, 1))
         raise TypeError(
             f'{name}() got unknown arguments {", ".join(unknown)}{hints}; it '
             f'takes pretrained and these ResNeSt arguments: '
