@@ -317,11 +317,8 @@ class ResNeSt(BaseModule):
     def _freeze_stages(self):
         if self.frozen_stages >= 0:
             stem = [self.stem] if self.deep_stem else [self.conv1, self.norm1]
-            frozen = stem + [
-                getattr(self, f'layer{i}')
-                for i in range(1, self.frozen_stages + 1)
-            ]
-            for m in frozen:
+            stages = self.res_layers[:self.frozen_stages]
+            for m in stem + [getattr(self, name) for name in stages]:
                 m.eval().requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
