@@ -46,17 +46,6 @@ class Architecture:
         return (f'ResNeSt-{self.depth}' if self.depth else
                 f'a ResNeSt with {self.stage_blocks} blocks per stage')
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """``ResNeSt`` arguments for it (the weights hold no ``avd_first``)."""
-        kwargs = dict(
-            depth=self.depth,
-            stem_channels=self.stem_channels,
-            radix=self.radix,
-            groups=self.groups)
-        if self.groups > 1:
-            kwargs['base_width'] = self.width // self.groups
-        return kwargs
-
 
 def read_architecture(state_dict: Mapping[str, Any]) -> Architecture:
     """Blocks per stage, stem width, radix, groups and width, read from tensor

@@ -59,7 +59,7 @@ def main(argv=None):
     if arch.depth is None:
         sys.exit(f'{path}: {arch.name} matches no ResNeSt depth '
                  f'({sorted(ResNeSt.arch_settings)}); cannot build it')
-    ours = ResNeSt(**arch.model_kwargs())
+    ours = ResNeSt(**model_kwargs(arch))
     report = load_converted(ours, converted, source=path)
     torch.save(ours.state_dict(), args.dst)
     print(
@@ -74,6 +74,19 @@ def main(argv=None):
     print(f'wrote:      {args.dst}')
     if args.verify:
         sys.exit(verify(converted, checkpoint, arch, ours, args.size))
+
+
+def model_kwargs(arch):
+    """The ``ResNeSt`` arguments of the network ``arch`` describes (the weights
+    hold no ``avd_first``)."""
+    kwargs = dict(
+        depth=arch.depth,
+        stem_channels=arch.stem_channels,
+        radix=arch.radix,
+        groups=arch.groups)
+    if arch.groups > 1:
+        kwargs['base_width'] = arch.width // arch.groups
+    return kwargs
 
 
 def verify(converted, checkpoint, arch, ours, size):
@@ -113,7 +126,7 @@ def build_reference(converted, arch, source_state_dict):
         k[len(converted.prefix):]: v
         for k, v in source_state_dict.items() if k.startswith(converted.prefix)
     }
-    kwargs = arch.model_kwargs()
+    kwargs = model_kwargs(arch)
     if converted.scheme == 'detectron2':
         raise ImportError("the authors' detectron2 fork is not a package")
     if converted.scheme == 'authors':
