@@ -16,7 +16,8 @@ would hand a wheel built against one torch to another). The cache is
 ``$RESNEST_MM_WHEEL_CACHE``, by default ``~/.cache/resnest_mm/wheels``.
 
 ``python tests/stacks.py NAME DIR`` builds stack NAME as a venv at DIR (what
-the ``stacks`` tests do in a temporary folder).
+the ``stacks`` tests do in a temporary folder); ``python tests/stacks.py
+mmcv-wheels`` only fills the wheel cache (what CI does beside ``make test``).
 
 :class:`Venv`, :func:`copy_checkout` and :func:`install_checkout` serve every
 scratch environment, test_environments.py's too.
@@ -202,14 +203,22 @@ def clean_env(**extra):
     return env
 
 
+def cached_wheels(stack, torch_version):
+    """The cache's folder for this stack's (mmcv, torch, Python), and the
+    wheels in it."""
+    dist, version = stack.mmcv
+    folder = (
+        wheel_cache() / f'{dist}-{version}' / f'torch-{torch_version}' /
+        f'py{stack.python}')
+    return folder, sorted(folder.glob('*.whl'))
+
+
 def mmcv_wheel(stack, venv):
     """The cached mmcv wheel for this stack's (mmcv, torch, Python); built
     into the cache first if missing (about 13 minutes on 2 cores)."""
     dist, version = stack.mmcv
     torch_version = venv.version('torch').split('+')[0]
-    key = f'{dist}-{version}/torch-{torch_version}/py{stack.python}'
-    folder = wheel_cache() / key
-    found = sorted(folder.glob('*.whl'))
+    folder, found = cached_wheels(stack, torch_version)
     if found:
         log(f'{dist} {version}: cached wheel {found[0]}')
         return found[0]
@@ -242,21 +251,8 @@ def mmcv_wheel(stack, venv):
 
 def build(stack, path):
     """Create the venv of ``stack`` at ``path``; return it as a Venv."""
-    python = find_python(stack.python)
-    if python is None:
-        raise FileNotFoundError(
-            f'Python {stack.python} is needed for the {stack.name} stack: '
-            f'install it (pyenv install {stack.python}) or put '
-            f'python{stack.python} on PATH')
     start = time.monotonic()
-    log(f'{stack.name}: creating a Python {stack.python} venv at {path}')
-    subprocess.run([python, '-m', 'venv', str(path)], check=True)
-    venv = Venv(path)
-    (venv.path / CONSTRAINTS).write_text(''.join(f'{c}\n'
-                                                 for c in stack.constraints))
-    for what in ([*BUILD_TOOLS], [stack.torch], [stack.mmengine]):
-        log(f'{stack.name}: pip install {" ".join(what)}')
-        venv.install(*what)
+    venv = build_until_mmcv(stack, path)
     venv.install(mmcv_wheel(stack, venv))
     log(f'{stack.name}: pip install {" ".join(stack.packages)}')
     venv.install(*stack.packages)
@@ -265,9 +261,47 @@ def build(stack, path):
     return venv
 
 
+def build_until_mmcv(stack, path):
+    """The venv of ``stack`` at ``path`` with what its mmcv builds against:
+    the build tools, torch and mmengine."""
+    python = find_python(stack.python)
+    if python is None:
+        raise FileNotFoundError(
+            f'Python {stack.python} is needed for the {stack.name} stack: '
+            f'install it (pyenv install {stack.python}) or put '
+            f'python{stack.python} on PATH')
+    log(f'{stack.name}: creating a Python {stack.python} venv at {path}')
+    subprocess.run([python, '-m', 'venv', str(path)], check=True)
+    venv = Venv(path)
+    (venv.path / CONSTRAINTS).write_text(''.join(f'{c}\n'
+                                                 for c in stack.constraints))
+    for what in ([*BUILD_TOOLS], [stack.torch], [stack.mmengine]):
+        log(f'{stack.name}: pip install {" ".join(what)}')
+        venv.install(*what)
+    return venv
+
+
+def cache_mmcv_wheels():
+    """Build into the cache each stack's mmcv wheel that is not there yet
+    (each in a scratch venv, then removed), skipping stacks whose Python is
+    missing. CI runs it in the background during ``make test``."""
+    for stack in STACKS.values():
+        pinned = stack.torch.partition('==')[2]
+        if pinned and cached_wheels(stack, pinned)[1]:
+            log(f'{stack.name}: its mmcv wheel is cached')
+        elif find_python(stack.python) is None:
+            log(f'{stack.name}: skipped, Python {stack.python} is missing')
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                mmcv_wheel(stack, build_until_mmcv(stack, Path(tmp) / 'venv'))
+
+
 if __name__ == '__main__':
     buildable = {**STACKS, FROZEN_DEPLOY.name: FROZEN_DEPLOY}
-    if len(sys.argv) != 3 or sys.argv[1] not in buildable:
-        sys.exit(
-            f'usage: python tests/stacks.py {{{",".join(buildable)}}} DIR')
-    build(buildable[sys.argv[1]], Path(sys.argv[2]))
+    if sys.argv[1:] == ['mmcv-wheels']:
+        cache_mmcv_wheels()
+    elif len(sys.argv) == 3 and sys.argv[1] in buildable:
+        build(buildable[sys.argv[1]], Path(sys.argv[2]))
+    else:
+        sys.exit(f'usage: python tests/stacks.py {{{",".join(buildable)}}} '
+                 'DIR\n       python tests/stacks.py mmcv-wheels')
