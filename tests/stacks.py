@@ -22,6 +22,7 @@ mmcv-wheels`` only fills the wheel cache (what CI does beside ``make test``).
 :class:`Venv`, :func:`copy_checkout` and :func:`install_checkout` serve every
 scratch environment, test_environments.py's too.
 """
+import fcntl
 import os
 import re
 import shutil
@@ -215,13 +216,29 @@ def cached_wheels(stack, torch_version):
 
 def mmcv_wheel(stack, venv):
     """The cached mmcv wheel for this stack's (mmcv, torch, Python); built
-    into the cache first if missing (about 13 minutes on 2 cores)."""
+    into the cache first if missing (about 13 minutes on 2 cores). A lock
+    file lets one process build it while another waits for it (a stack test
+    for CI's background build)."""
     dist, version = stack.mmcv
     torch_version = venv.version('torch').split('+')[0]
-    folder, found = cached_wheels(stack, torch_version)
-    if found:
-        log(f'{dist} {version}: cached wheel {found[0]}')
-        return found[0]
+    folder, _ = cached_wheels(stack, torch_version)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / '.lock', 'w') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f'{dist} {version}: waiting for the process building it')
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        found = cached_wheels(stack, torch_version)[1]
+        if found:
+            log(f'{dist} {version}: cached wheel {found[0]}')
+            return found[0]
+        return _build_mmcv_wheel(stack, venv, torch_version, folder)
+
+
+def _build_mmcv_wheel(stack, venv, torch_version, folder):
+    """Build the wheel in ``venv`` and put it in ``folder``; its path."""
+    dist, version = stack.mmcv
     log(f'building {dist} {version} with its ops against torch '
         f'{torch_version} (about 13 minutes on 2 cores; cached in {folder})')
     start = time.monotonic()
@@ -241,7 +258,6 @@ def mmcv_wheel(stack, venv):
                 FORCE_CUDA='0',  # CPU ops: the index's torch is a CUDA build
                 MAX_JOBS=os.environ.get('MAX_JOBS', str(os.cpu_count()))))
         built = next(Path(tmp).glob('*.whl'))
-        folder.mkdir(parents=True, exist_ok=True)
         partial = folder / (built.name + '.partial')
         shutil.copy(built, partial)
         partial.rename(folder / built.name)  # never a half-written wheel
