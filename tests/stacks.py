@@ -204,14 +204,11 @@ def clean_env(**extra):
     return env
 
 
-def cached_wheels(stack, torch_version):
-    """The cache's folder for this stack's (mmcv, torch, Python), and the
-    wheels in it."""
+def wheel_folder(stack, torch_version):
+    """The cache's folder for this stack's (mmcv, torch, Python)."""
     dist, version = stack.mmcv
-    folder = (
-        wheel_cache() / f'{dist}-{version}' / f'torch-{torch_version}' /
-        f'py{stack.python}')
-    return folder, sorted(folder.glob('*.whl'))
+    return (wheel_cache() / f'{dist}-{version}' / f'torch-{torch_version}' /
+            f'py{stack.python}')
 
 
 def mmcv_wheel(stack, venv):
@@ -221,7 +218,7 @@ def mmcv_wheel(stack, venv):
     for CI's background build)."""
     dist, version = stack.mmcv
     torch_version = venv.version('torch').split('+')[0]
-    folder, _ = cached_wheels(stack, torch_version)
+    folder = wheel_folder(stack, torch_version)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / '.lock', 'w') as lock:
         try:
@@ -229,7 +226,7 @@ def mmcv_wheel(stack, venv):
         except BlockingIOError:
             log(f'{dist} {version}: waiting for the process building it')
             fcntl.flock(lock, fcntl.LOCK_EX)
-        found = cached_wheels(stack, torch_version)[1]
+        found = sorted(folder.glob('*.whl'))
         if found:
             log(f'{dist} {version}: cached wheel {found[0]}')
             return found[0]
@@ -303,7 +300,7 @@ def cache_mmcv_wheels():
     missing. CI runs it in the background during ``make test``."""
     for stack in STACKS.values():
         pinned = stack.torch.partition('==')[2]
-        if pinned and cached_wheels(stack, pinned)[1]:
+        if pinned and any(wheel_folder(stack, pinned).glob('*.whl')):
             log(f'{stack.name}: its mmcv wheel is cached')
         elif find_python(stack.python) is None:
             log(f'{stack.name}: skipped, Python {stack.python} is missing')

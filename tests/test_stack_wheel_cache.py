@@ -4,10 +4,11 @@ it, as ``make test-stacks`` does for CI's background ``mmcv-wheels``."""
 import fcntl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import stacks
-from stacks import STACKS, cache_mmcv_wheels, cached_wheels, mmcv_wheel
+from stacks import STACKS, cache_mmcv_wheels, mmcv_wheel, wheel_folder
 
 FROZEN = STACKS['frozen']
 WHEEL = 'mmcv-2.1.0-cp310-cp310-linux_x86_64.whl'
@@ -27,7 +28,7 @@ class FakeVenv:
         assert args[0] == 'wheel' and env['MMCV_WITH_OPS'] == '1'
         self.builds += 1
         out = args[args.index('-w') + 1]
-        (stacks.Path(out) / WHEEL).write_bytes(b'built')
+        (Path(out) / WHEEL).write_bytes(b'built')
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_a_missing_wheel_is_built_once_then_taken_from_the_cache(cache):
 def test_a_wheel_another_process_is_building_is_waited_for(cache, monkeypatch):
     messages = []
     monkeypatch.setattr(stacks, 'log', messages.append)
-    folder, _ = cached_wheels(FROZEN, '2.1.2')
+    folder = wheel_folder(FROZEN, '2.1.2')
     folder.mkdir(parents=True)
     builder = open(folder / '.lock', 'w')  # the other process's lock
     fcntl.flock(builder, fcntl.LOCK_EX)
@@ -76,7 +77,7 @@ def test_mmcv_wheels_builds_no_venv_where_every_wheel_is_cached(
 
     monkeypatch.setattr(stacks, 'build_until_mmcv', build_until_mmcv)
     for stack in STACKS.values():
-        folder, _ = cached_wheels(stack, stack.torch.partition('==')[2])
+        folder = wheel_folder(stack, stack.torch.partition('==')[2])
         folder.mkdir(parents=True)
         (folder / f'{stack.mmcv[0]}.whl').write_bytes(b'cached')
     cache_mmcv_wheels()
